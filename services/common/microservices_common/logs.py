@@ -1,0 +1,94 @@
+"""One logging setup for all services: stdout, one event per line.
+
+LOG_FORMAT=text (default) gives readable lines; LOG_FORMAT=json gives one JSON object per
+line for log aggregators. LOG_LEVEL picks the level. Structured fields go through
+`log_event`, which puts them in the JSON object (and after the message in text mode).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import logging.config
+import time
+from typing import Any
+
+from .config import env_choice
+
+LEVELS = ("debug", "info", "warning", "error", "critical")
+FORMATS = ("text", "json")
+
+
+class JsonFormatter(logging.Formatter):
+    def __init__(self, service: str):
+        super().__init__()
+        self.service = service
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+            + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "service": self.service,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        entry.update(getattr(record, "fields", {}))
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry, default=str)
+
+
+class TextFormatter(logging.Formatter):
+    def __init__(self, service: str):
+        super().__init__(f"%(asctime)s %(levelname)s {service} %(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = super().format(record)
+        fields = getattr(record, "fields", {})
+        if fields:
+            line += " " + " ".join(f"{k}={v}" for k, v in fields.items() if k != "event")
+        return line
+
+
+def formatter(service: str, log_format: str) -> logging.Formatter:
+    return JsonFormatter(service) if log_format == "json" else TextFormatter(service)
+
+
+def logging_config(service: str) -> dict[str, Any]:
+    """A logging.config.dictConfig dict from LOG_FORMAT and LOG_LEVEL.
+
+    The services apply it with setup_logging; the server hands it to gunicorn
+    (logconfig_dict), so gunicorn's own lines and access log look like the app's.
+    """
+    log_format = env_choice("LOG_FORMAT", "text", FORMATS)
+    level = env_choice("LOG_LEVEL", "info", LEVELS).upper()
+    handler = {
+        "class": "logging.StreamHandler",
+        "stream": "ext://sys.stdout",
+        "formatter": "default",
+    }
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"default": {"()": formatter, "service": service, "log_format": log_format}},
+        "handlers": {"stdout": handler},
+        "root": {"level": level, "handlers": ["stdout"]},
+        "loggers": {
+            name: {"level": level, "handlers": ["stdout"], "propagate": False}
+            for name in ("gunicorn.error", "gunicorn.access")
+        },
+    }
+
+
+def setup_logging(service: str) -> logging.Logger:
+    """Configure logging from LOG_FORMAT and LOG_LEVEL; return the service's logger."""
+    logging.config.dictConfig(logging_config(service))
+    return logging.getLogger(service)
+
+
+def log_event(
+    logger: logging.Logger, event: str, message: str, level: int = logging.INFO, **fields: Any
+) -> None:
+    """Log `message` with machine-readable fields, `event` naming what happened."""
+    logger.log(level, message, extra={"fields": {"event": event, **fields}})

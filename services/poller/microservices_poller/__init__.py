@@ -1,0 +1,1 @@
+"""The support tier's poller: prints the server's count every INTERVAL seconds."""

@@ -1,0 +1,87 @@
+"""The counter in Redis: read, increment (idempotently), reset, ping.
+
+The increment and its Idempotency-Key record are one Lua script, which Redis runs atomically:
+two retries of the same request racing each other cannot both increment, and a key is never
+recorded without its increment (or the other way round).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from .settings import Settings
+
+COUNT_KEY = "microservices:count"
+IDEMPOTENCY_PREFIX = "microservices:idempotency:"
+
+# KEYS[1] the counter, KEYS[2] the idempotency record (optional);
+# ARGV[1] the increment, ARGV[2] the record's TTL in seconds.
+# Returns {count, replayed, increment first recorded under this key}.
+INCREMENT_SCRIPT = """
+if KEYS[2] then
+  local seen = redis.call('GET', KEYS[2])
+  if seen then
+    local sep = string.find(seen, ':', 1, true)
+    return {tonumber(string.sub(seen, sep + 1)), 1, tonumber(string.sub(seen, 1, sep - 1))}
+  end
+end
+local count = redis.call('INCRBY', KEYS[1], ARGV[1])
+if KEYS[2] then
+  redis.call('SET', KEYS[2], ARGV[1] .. ':' .. count, 'EX', ARGV[2])
+end
+return {count, 0, tonumber(ARGV[1])}
+"""
+
+
+@dataclass(frozen=True)
+class Increment:
+    count: int
+    replayed: bool  # True when the Idempotency-Key was seen before: nothing was added
+    recorded_increment: int  # the increment the key was first used with
+
+
+class CounterStore:
+    def __init__(self, client: redis.Redis, idempotency_ttl: int):
+        self.redis = client
+        self.idempotency_ttl = idempotency_ttl
+        self._increment = client.register_script(INCREMENT_SCRIPT)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> CounterStore:
+        client = redis.Redis.from_url(
+            settings.redis_url,
+            socket_timeout=settings.redis_timeout,
+            socket_connect_timeout=settings.redis_timeout,
+            # No hidden retries: the caller answers 503 at once and the client retries.
+            retry=Retry(NoBackoff(), 0),
+            health_check_interval=30,
+        )
+        if settings.redis_password is not None:
+            client.connection_pool.connection_kwargs["password"] = settings.redis_password
+        return cls(client, settings.idempotency_ttl)
+
+    def get(self) -> int:
+        value = self.redis.get(COUNT_KEY)
+        return int(value) if value is not None else 0
+
+    def increment(self, amount: int, idempotency_key: str | None = None) -> Increment:
+        keys = [COUNT_KEY]
+        if idempotency_key is not None:
+            keys.append(IDEMPOTENCY_PREFIX + idempotency_key)
+        count, replayed, recorded = self._increment(keys=keys, args=[amount, self.idempotency_ttl])
+        return Increment(int(count), bool(replayed), int(recorded))
+
+    def reset(self) -> int:
+        self.redis.set(COUNT_KEY, 0)
+        return 0
+
+    def ping(self) -> None:
+        """Raise a redis error unless Redis answers PING."""
+        self.redis.ping()
+
+    def close(self) -> None:
+        self.redis.close()

@@ -1,0 +1,118 @@
+"""Helpers for tests that run the services as real processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import requests
+
+BIN = Path(sys.executable).parent
+# The Redis image for testcontainers: the official one by default; where no registry is
+# reachable, .ci/run sets REDIS_IMAGE to the one scripts/airgap-images makes.
+REDIS_IMAGE = os.environ.get("REDIS_IMAGE", "redis:7.4.2-bookworm")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for(check: Callable[[], object], timeout: float = 15.0, interval: float = 0.05,
+             what: str = "condition"):
+    """Poll check() until it returns something truthy; fail the test after `timeout`."""
+    deadline = time.monotonic() + timeout
+    last_error: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            result = check()
+            if result:
+                return result
+        except Exception as exc:  # noqa: BLE001 - keep polling, report the last one
+            last_error = exc
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}: {last_error}")
+
+
+class Service:
+    """One of our commands running as a real process, its stdout collected line by line."""
+
+    def __init__(self, command: str, env: dict[str, str], args: list[str] | None = None):
+        self.lines: list[str] = []
+        full_env = {k: v for k, v in os.environ.items() if not k.startswith("LOG_")}
+        full_env.update({"PYTHONUNBUFFERED": "1", "HEARTBEAT_FILE": "", **env})
+        self.proc = subprocess.Popen(
+            [str(BIN / command), *(args or [])], env=full_env, stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT, text=True,
+        )
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        for line in self.proc.stdout:
+            self.lines.append(line.rstrip("\n"))
+
+    @property
+    def output(self) -> str:
+        return "\n".join(self.lines)
+
+    def events(self, name: str) -> list[dict]:
+        """The JSON log lines (LOG_FORMAT=json) whose event is `name`."""
+        found = []
+        for line in list(self.lines):
+            if line.startswith("{"):
+                entry = json.loads(line)
+                if entry.get("event") == name:
+                    found.append(entry)
+        return found
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        code = self.proc.wait(timeout)
+        self._reader.join(5)
+        return code
+
+    def wait(self, timeout: float = 30.0) -> int:
+        code = self.proc.wait(timeout)
+        self._reader.join(5)
+        return code
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+
+class Server(Service):
+    """microservices-server (gunicorn) on a free port."""
+
+    def __init__(self, redis_url: str, port: int | None = None, **env: str):
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        super().__init__("microservices-server", {
+            "PORT": str(self.port), "REDIS_URL": redis_url, "API_KEY": "test-key",
+            "GRACEFUL_TIMEOUT": "10", **env,
+        })
+
+    def wait_ready(self, timeout: float = 20.0) -> Server:
+        wait_for(lambda: requests.get(self.url + "/probe/liveness", timeout=1).ok, timeout,
+                 what=f"server on {self.url}\n{self.output}")
+        return self
+
+    def count(self) -> int:
+        return requests.get(self.url + "/", timeout=5).json()["count"]
+
+
+def heartbeat_dir() -> str:
+    return tempfile.mkdtemp(prefix="heartbeat-")
