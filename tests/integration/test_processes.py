@@ -1,0 +1,169 @@
+"""The commands as real processes: gunicorn serving, draining on SIGTERM; the counter and the
+poller counting, surviving a server outage, stopping on SIGTERM; await-redis; bad settings."""
+
+import subprocess
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+import requests
+
+from tests.conftest import redis_url_of
+from tests.support import BIN, Server, Service, free_port, wait_for
+
+
+@pytest.fixture
+def server(redis_url):
+    server = Server(redis_url).wait_ready()
+    yield server
+    server.kill()
+
+
+def test_concurrent_increments_sum_exactly(server):
+    def post(_):
+        with requests.Session() as session:
+            return [session.post(server.url + "/", json={"increment": 3}, timeout=10).status_code
+                    for _ in range(50)]
+
+    with ThreadPoolExecutor(16) as pool:
+        statuses = [s for batch in pool.map(post, range(16)) for s in batch]
+    assert statuses == [200] * 800
+    assert server.count() == 800 * 3
+
+
+def test_access_log_goes_to_stdout(server):
+    requests.get(server.url + "/probe/liveness", timeout=5)
+    wait_for(lambda: any("/probe/liveness" in line for line in server.lines),
+             what="an access log line")
+
+
+def test_sigterm_drains_in_flight_requests_and_exits_0(own_redis):
+    """A request in flight when SIGTERM arrives still gets its answer; then exit 0."""
+    server = Server(redis_url_of(own_redis), REDIS_TIMEOUT="5").wait_ready()
+    container = own_redis.get_wrapped_container()
+    container.pause()  # the next request waits on Redis
+    answer = {}
+    request = threading.Thread(target=lambda: answer.update(
+        r=requests.post(server.url + "/", json={"increment": 7}, timeout=20)))
+    request.start()
+    time.sleep(0.5)
+    server.proc.send_signal(15)
+    time.sleep(0.5)
+    container.unpause()
+    request.join(20)
+    assert answer["r"].status_code == 200
+    assert answer["r"].json() == {"count": 7}
+    assert server.wait(20) == 0
+    assert "Shutting down" in server.output or "Handling signal: term" in server.output
+
+
+@pytest.fixture
+def heartbeat(tmp_path):
+    return str(tmp_path / "heartbeat")
+
+
+def test_counter_counts_and_logs_a_ledger(server, heartbeat):
+    counter = Service("microservices-counter", {
+        "API_URL": server.url, "INTERVAL": "0.1", "LOG_FORMAT": "json",
+        "HEARTBEAT_FILE": heartbeat})
+    try:
+        wait_for(lambda: len(counter.events("incremented")) >= 5, what="5 increments")
+    finally:
+        assert counter.stop() == 0
+    ledger = counter.events("incremented")
+    assert sum(e["increment"] for e in ledger) == server.count()
+    assert all(1 <= e["increment"] <= 10 for e in ledger)
+    assert len({e["idempotency_key"] for e in ledger}) == len(ledger)
+    assert subprocess.run([BIN / "python", "-m", "microservices_common.heartbeat",
+                           "--file", heartbeat]).returncode == 0
+
+
+def test_counter_survives_the_server_going_away(redis_url):
+    port = free_port()
+    server = Server(redis_url, port=port).wait_ready()
+    counter = Service("microservices-counter", {
+        "API_URL": server.url, "INTERVAL": "0.1", "LOG_FORMAT": "json",
+        "RETRY_BASE": "0.05", "RETRY_CAP": "0.3", "REQUEST_TIMEOUT": "1"})
+    try:
+        wait_for(lambda: counter.events("incremented"), what="a first increment")
+        server.kill()
+        wait_for(lambda: counter.events("retrying"), what="the counter retrying")
+        time.sleep(0.5)
+        assert counter.proc.poll() is None
+        server = Server(redis_url, port=port).wait_ready()
+        seen = len(counter.events("incremented"))
+        wait_for(lambda: len(counter.events("incremented")) > seen + 2,
+                 what="counting to resume")
+    finally:
+        assert counter.stop() == 0
+        server.kill()
+    ledger = counter.events("incremented")
+    # Every acknowledged increment is counted, none twice, across the outage.
+    assert sum(e["increment"] for e in ledger) == server_count(redis_url)
+    retried_keys = {e["idempotency_key"] for e in counter.events("retrying")}
+    assert retried_keys & {e["idempotency_key"] for e in ledger}
+
+
+def server_count(redis_url):
+    import redis
+
+    value = redis.Redis.from_url(redis_url).get("microservices:count")
+    return int(value or 0)
+
+
+def test_counter_stops_promptly_when_idle(server):
+    counter = Service("microservices-counter", {"API_URL": server.url, "INTERVAL": "30"})
+    wait_for(lambda: "Incremented by" in counter.output, what="a first increment")
+    started = time.monotonic()
+    assert counter.stop() == 0
+    assert time.monotonic() - started < 5
+    assert "stopped by SIGTERM" in counter.output
+
+
+def test_poller_prints_the_count_and_survives_errors(redis_url):
+    port = free_port()
+    poller = Service("microservices-poller", {
+        "API_URL": f"http://127.0.0.1:{port}", "INTERVAL": "0.1", "REQUEST_TIMEOUT": "0.5"})
+    try:
+        wait_for(lambda: "Could not read the counter" in poller.output, what="an error line")
+        server = Server(redis_url, port=port).wait_ready()
+        requests.post(server.url + "/", json={"increment": 41}, timeout=5)
+        wait_for(lambda: "Current counter: 41" in poller.output, what="the count printed")
+        server.kill()
+    finally:
+        assert poller.stop() == 0
+
+
+def test_await_redis_waits_for_redis(own_redis):
+    url = redis_url_of(own_redis)
+    container = own_redis.get_wrapped_container()
+    container.stop(timeout=1)
+    waiter = Service("microservices-await-redis", {"REDIS_URL": url, "AWAIT_MAX_DELAY": "0.5"})
+    wait_for(lambda: waiter.output.count("redis not ready") >= 2, what="failed attempts logged")
+    assert waiter.proc.poll() is None
+    container.start()
+    assert waiter.wait(30) == 0
+    assert "redis answered PING" in waiter.output
+
+
+def test_await_redis_gives_up_after_its_timeout():
+    waiter = Service("microservices-await-redis", {
+        "REDIS_URL": f"redis://127.0.0.1:{free_port()}/0", "AWAIT_TIMEOUT": "1"})
+    assert waiter.wait(30) == 1
+    assert "gave up: redis did not answer PING within 1s (AWAIT_TIMEOUT)" in waiter.output
+
+
+@pytest.mark.parametrize(("command", "env", "name"), [
+    ("microservices-counter", {"INTERVAL": "abc"}, "INTERVAL"),
+    ("microservices-poller", {"API_URL": "app-tier:8080"}, "API_URL"),
+    ("microservices-poller", {"LOG_LEVEL": "loud"}, "LOG_LEVEL"),
+    ("microservices-server", {"REDIS_URL": "http://data-tier:6379"}, "REDIS_URL"),
+    ("microservices-server", {"WEB_CONCURRENCY": "many"}, "WEB_CONCURRENCY"),
+    ("microservices-await-redis", {"AWAIT_TIMEOUT": "-1"}, "AWAIT_TIMEOUT"),
+])
+def test_bad_settings_exit_2_naming_the_variable(command, env, name):
+    service = Service(command, env)
+    assert service.wait(30) == 2
+    assert service.output.startswith(f"configuration error: {name}=")
+    assert len(service.lines) == 1
