@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import pytest
 import redis
-from testcontainers.community.redis import RedisContainer
-
 from microservices_server import create_app
 from microservices_server.settings import Settings
+from testcontainers.community.redis import RedisContainer
+
 from tests.support import REDIS_IMAGE, free_port
 
 API_KEY = "test-key"

@@ -28,8 +28,12 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def wait_for(check: Callable[[], object], timeout: float = 15.0, interval: float = 0.05,
-             what: str = "condition"):
+def wait_for(
+    check: Callable[[], object],
+    timeout: float = 15.0,
+    interval: float = 0.05,
+    what: str = "condition",
+):
     """Poll check() until it returns something truthy; fail the test after `timeout`."""
     deadline = time.monotonic() + timeout
     last_error: Exception | None = None
@@ -52,8 +56,11 @@ class Service:
         full_env = {k: v for k, v in os.environ.items() if not k.startswith("LOG_")}
         full_env.update({"PYTHONUNBUFFERED": "1", "HEARTBEAT_FILE": "", **env})
         self.proc = subprocess.Popen(
-            [str(BIN / command), *(args or [])], env=full_env, stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT, text=True,
+            [str(BIN / command), *(args or [])],
+            env=full_env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
         )
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
@@ -100,14 +107,23 @@ class Server(Service):
     def __init__(self, redis_url: str, port: int | None = None, **env: str):
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        super().__init__("microservices-server", {
-            "PORT": str(self.port), "REDIS_URL": redis_url, "API_KEY": "test-key",
-            "GRACEFUL_TIMEOUT": "10", **env,
-        })
+        super().__init__(
+            "microservices-server",
+            {
+                "PORT": str(self.port),
+                "REDIS_URL": redis_url,
+                "API_KEY": "test-key",
+                "GRACEFUL_TIMEOUT": "10",
+                **env,
+            },
+        )
 
     def wait_ready(self, timeout: float = 20.0) -> Server:
-        wait_for(lambda: requests.get(self.url + "/probe/liveness", timeout=1).ok, timeout,
-                 what=f"server on {self.url}\n{self.output}")
+        wait_for(
+            lambda: requests.get(self.url + "/probe/liveness", timeout=1).ok,
+            timeout,
+            what=f"server on {self.url}\n{self.output}",
+        )
         return self
 
     def count(self) -> int:

@@ -32,19 +32,22 @@ def test_post_with_increment(client):
     assert count(client) == 42
 
 
-@pytest.mark.parametrize(("data", "content_type", "status"), [
-    ("{not json", JSON, 400),
-    ('{"increment": "7"}', JSON, 400),
-    ('{"increment": true}', JSON, 400),
-    ('{"increment": 2.5}', JSON, 400),
-    ('{"increment": 0}', JSON, 400),
-    ('{"increment": 1001}', JSON, 400),
-    ('{"increment": 3, "by": "me"}', JSON, 400),
-    ('["increment", 3]', JSON, 400),
-    ('{"increment": 3}', "text/plain", 415),
-    ('{"increment": 3}', "application/json-patch+json", 415),
-    ("x" * 5000, JSON, 413),
-])
+@pytest.mark.parametrize(
+    ("data", "content_type", "status"),
+    [
+        ("{not json", JSON, 400),
+        ('{"increment": "7"}', JSON, 400),
+        ('{"increment": true}', JSON, 400),
+        ('{"increment": 2.5}', JSON, 400),
+        ('{"increment": 0}', JSON, 400),
+        ('{"increment": 1001}', JSON, 400),
+        ('{"increment": 3, "by": "me"}', JSON, 400),
+        ('["increment", 3]', JSON, 400),
+        ('{"increment": 3}', "text/plain", 415),
+        ('{"increment": 3}', "application/json-patch+json", 415),
+        ("x" * 5000, JSON, 413),
+    ],
+)
 def test_rejections_change_nothing(client, data, content_type, status):
     client.post("/", json={"increment": 10})
     response = client.post("/", data=data, content_type=content_type)
@@ -93,8 +96,9 @@ def test_concurrent_replays_of_one_key_count_once(app):
     def post():
         client = app.test_client()
         barrier.wait()
-        answers.append(client.post("/", json={"increment": 9},
-                                   headers={"Idempotency-Key": "same"}).get_json())
+        answers.append(
+            client.post("/", json={"increment": 9}, headers={"Idempotency-Key": "same"}).get_json()
+        )
 
     threads = [threading.Thread(target=post) for _ in range(16)]
     for t in threads:
@@ -154,8 +158,9 @@ def test_password_from_redis_password_wins(redis_url, redis_client):
     try:
         wrong = make_app(redis_url.replace("redis://", "redis://:nope@")).test_client()
         assert wrong.get("/").status_code == 503
-        right = make_app(redis_url.replace("redis://", "redis://:nope@"),
-                         redis_password="s3cret").test_client()
+        right = make_app(
+            redis_url.replace("redis://", "redis://:nope@"), redis_password="s3cret"
+        ).test_client()
         assert right.post("/").get_json() == {"count": 1}
     finally:
         redis_client.execute_command("AUTH", "s3cret")

@@ -21,8 +21,10 @@ def test_redis_down_then_back(own_redis):
         assert requests.post(server.url + "/", timeout=5).json() == {"count": 1}
         own_redis.get_wrapped_container().stop(timeout=1)
 
-        for call in (lambda: requests.get(server.url + "/", timeout=5),
-                     lambda: requests.post(server.url + "/", json={"increment": 2}, timeout=5)):
+        for call in (
+            lambda: requests.get(server.url + "/", timeout=5),
+            lambda: requests.post(server.url + "/", json={"increment": 2}, timeout=5),
+        ):
             response, seconds = timed(call)
             assert response.status_code == 503
             assert response.headers["Retry-After"] == "1"
@@ -36,8 +38,10 @@ def test_redis_down_then_back(own_redis):
         assert 'redis_errors_total{operation="increment"} 1.0' in metrics
 
         own_redis.get_wrapped_container().start()
-        wait_for(lambda: requests.get(server.url + "/probe/readiness", timeout=5).ok,
-                 what="readiness after Redis came back")
+        wait_for(
+            lambda: requests.get(server.url + "/probe/readiness", timeout=5).ok,
+            what="readiness after Redis came back",
+        )
         # The rejected POST changed nothing; counting goes on from where it was.
         assert requests.post(server.url + "/", timeout=5).json() == {"count": 2}
         assert server.proc.poll() is None

@@ -23,8 +23,10 @@ def server(redis_url):
 def test_concurrent_increments_sum_exactly(server):
     def post(_):
         with requests.Session() as session:
-            return [session.post(server.url + "/", json={"increment": 3}, timeout=10).status_code
-                    for _ in range(50)]
+            return [
+                session.post(server.url + "/", json={"increment": 3}, timeout=10).status_code
+                for _ in range(50)
+            ]
 
     with ThreadPoolExecutor(16) as pool:
         statuses = [s for batch in pool.map(post, range(16)) for s in batch]
@@ -34,8 +36,9 @@ def test_concurrent_increments_sum_exactly(server):
 
 def test_access_log_goes_to_stdout(server):
     requests.get(server.url + "/probe/liveness", timeout=5)
-    wait_for(lambda: any("/probe/liveness" in line for line in server.lines),
-             what="an access log line")
+    wait_for(
+        lambda: any("/probe/liveness" in line for line in server.lines), what="an access log line"
+    )
 
 
 def test_sigterm_drains_in_flight_requests_and_exits_0(own_redis):
@@ -44,8 +47,11 @@ def test_sigterm_drains_in_flight_requests_and_exits_0(own_redis):
     container = own_redis.get_wrapped_container()
     container.pause()  # the next request waits on Redis
     answer = {}
-    request = threading.Thread(target=lambda: answer.update(
-        r=requests.post(server.url + "/", json={"increment": 7}, timeout=20)))
+    request = threading.Thread(
+        target=lambda: answer.update(
+            r=requests.post(server.url + "/", json={"increment": 7}, timeout=20)
+        )
+    )
     request.start()
     time.sleep(0.5)
     server.proc.send_signal(15)
@@ -64,9 +70,15 @@ def heartbeat(tmp_path):
 
 
 def test_counter_counts_and_logs_a_ledger(server, heartbeat):
-    counter = Service("microservices-counter", {
-        "API_URL": server.url, "INTERVAL": "0.1", "LOG_FORMAT": "json",
-        "HEARTBEAT_FILE": heartbeat})
+    counter = Service(
+        "microservices-counter",
+        {
+            "API_URL": server.url,
+            "INTERVAL": "0.1",
+            "LOG_FORMAT": "json",
+            "HEARTBEAT_FILE": heartbeat,
+        },
+    )
     try:
         wait_for(lambda: len(counter.events("incremented")) >= 5, what="5 increments")
     finally:
@@ -75,16 +87,28 @@ def test_counter_counts_and_logs_a_ledger(server, heartbeat):
     assert sum(e["increment"] for e in ledger) == server.count()
     assert all(1 <= e["increment"] <= 10 for e in ledger)
     assert len({e["idempotency_key"] for e in ledger}) == len(ledger)
-    assert subprocess.run([BIN / "python", "-m", "microservices_common.heartbeat",
-                           "--file", heartbeat]).returncode == 0
+    assert (
+        subprocess.run(
+            [BIN / "python", "-m", "microservices_common.heartbeat", "--file", heartbeat]
+        ).returncode
+        == 0
+    )
 
 
 def test_counter_survives_the_server_going_away(redis_url):
     port = free_port()
     server = Server(redis_url, port=port).wait_ready()
-    counter = Service("microservices-counter", {
-        "API_URL": server.url, "INTERVAL": "0.1", "LOG_FORMAT": "json",
-        "RETRY_BASE": "0.05", "RETRY_CAP": "0.3", "REQUEST_TIMEOUT": "1"})
+    counter = Service(
+        "microservices-counter",
+        {
+            "API_URL": server.url,
+            "INTERVAL": "0.1",
+            "LOG_FORMAT": "json",
+            "RETRY_BASE": "0.05",
+            "RETRY_CAP": "0.3",
+            "REQUEST_TIMEOUT": "1",
+        },
+    )
     try:
         wait_for(lambda: counter.events("incremented"), what="a first increment")
         server.kill()
@@ -93,8 +117,7 @@ def test_counter_survives_the_server_going_away(redis_url):
         assert counter.proc.poll() is None
         server = Server(redis_url, port=port).wait_ready()
         seen = len(counter.events("incremented"))
-        wait_for(lambda: len(counter.events("incremented")) > seen + 2,
-                 what="counting to resume")
+        wait_for(lambda: len(counter.events("incremented")) > seen + 2, what="counting to resume")
     finally:
         assert counter.stop() == 0
         server.kill()
@@ -123,8 +146,10 @@ def test_counter_stops_promptly_when_idle(server):
 
 def test_poller_prints_the_count_and_survives_errors(redis_url):
     port = free_port()
-    poller = Service("microservices-poller", {
-        "API_URL": f"http://127.0.0.1:{port}", "INTERVAL": "0.1", "REQUEST_TIMEOUT": "0.5"})
+    poller = Service(
+        "microservices-poller",
+        {"API_URL": f"http://127.0.0.1:{port}", "INTERVAL": "0.1", "REQUEST_TIMEOUT": "0.5"},
+    )
     try:
         wait_for(lambda: "Could not read the counter" in poller.output, what="an error line")
         server = Server(redis_url, port=port).wait_ready()
@@ -148,20 +173,25 @@ def test_await_redis_waits_for_redis(own_redis):
 
 
 def test_await_redis_gives_up_after_its_timeout():
-    waiter = Service("microservices-await-redis", {
-        "REDIS_URL": f"redis://127.0.0.1:{free_port()}/0", "AWAIT_TIMEOUT": "1"})
+    waiter = Service(
+        "microservices-await-redis",
+        {"REDIS_URL": f"redis://127.0.0.1:{free_port()}/0", "AWAIT_TIMEOUT": "1"},
+    )
     assert waiter.wait(30) == 1
     assert "gave up: redis did not answer PING within 1s (AWAIT_TIMEOUT)" in waiter.output
 
 
-@pytest.mark.parametrize(("command", "env", "name"), [
-    ("microservices-counter", {"INTERVAL": "abc"}, "INTERVAL"),
-    ("microservices-poller", {"API_URL": "app-tier:8080"}, "API_URL"),
-    ("microservices-poller", {"LOG_LEVEL": "loud"}, "LOG_LEVEL"),
-    ("microservices-server", {"REDIS_URL": "http://data-tier:6379"}, "REDIS_URL"),
-    ("microservices-server", {"WEB_CONCURRENCY": "many"}, "WEB_CONCURRENCY"),
-    ("microservices-await-redis", {"AWAIT_TIMEOUT": "-1"}, "AWAIT_TIMEOUT"),
-])
+@pytest.mark.parametrize(
+    ("command", "env", "name"),
+    [
+        ("microservices-counter", {"INTERVAL": "abc"}, "INTERVAL"),
+        ("microservices-poller", {"API_URL": "app-tier:8080"}, "API_URL"),
+        ("microservices-poller", {"LOG_LEVEL": "loud"}, "LOG_LEVEL"),
+        ("microservices-server", {"REDIS_URL": "http://data-tier:6379"}, "REDIS_URL"),
+        ("microservices-server", {"WEB_CONCURRENCY": "many"}, "WEB_CONCURRENCY"),
+        ("microservices-await-redis", {"AWAIT_TIMEOUT": "-1"}, "AWAIT_TIMEOUT"),
+    ],
+)
 def test_bad_settings_exit_2_naming_the_variable(command, env, name):
     service = Service(command, env)
     assert service.wait(30) == 2

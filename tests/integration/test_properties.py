@@ -10,19 +10,22 @@ from tests.conftest import make_app
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats() | st.text(max_size=8),
-    lambda children: st.lists(children, max_size=3)
-    | st.dictionaries(st.text(max_size=10), children, max_size=3),
+    lambda children: (
+        st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=10), children, max_size=3)
+    ),
     max_leaves=6,
 )
 bodies = st.one_of(
     st.binary(max_size=64),
     json_values.map(lambda v: json.dumps(v).encode()),
-    st.dictionaries(st.sampled_from(["increment", "Increment", "inc"]), json_values,
-                    max_size=2).map(lambda v: json.dumps(v).encode()),
+    st.dictionaries(
+        st.sampled_from(["increment", "Increment", "inc"]), json_values, max_size=2
+    ).map(lambda v: json.dumps(v).encode()),
     st.integers(-5, 1200).map(lambda k: json.dumps({"increment": k}).encode()),
 )
-content_types = st.sampled_from(["application/json", "text/plain", None,
-                                 "application/json; charset=utf-8"])
+content_types = st.sampled_from(
+    ["application/json", "text/plain", None, "application/json; charset=utf-8"]
+)
 
 
 def expected_increment(body: bytes, content_type: str | None) -> int | None:
@@ -45,8 +48,9 @@ def expected_increment(body: bytes, content_type: str | None) -> int | None:
     return k
 
 
-@settings(max_examples=300, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(body=bodies, content_type=content_types)
 def test_post_bodies(redis_url, body, content_type):
     client = make_app(redis_url).test_client()

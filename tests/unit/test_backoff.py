@@ -1,7 +1,6 @@
 import random
 
 import pytest
-
 from microservices_common.backoff import Backoff
 
 

@@ -1,5 +1,4 @@
 import pytest
-
 from microservices_common.config import ConfigError, env_choice, env_float, env_int, env_url
 
 
@@ -25,8 +24,9 @@ def test_int_range(monkeypatch):
     assert env_int("PORT", 8080, 1, 65535) == 9090
 
 
-@pytest.mark.parametrize("url", ["http://app-tier.my-namespace:8080", "http://app-tier",
-                                 "https://10.0.0.1:8443/"])
+@pytest.mark.parametrize(
+    "url", ["http://app-tier.my-namespace:8080", "http://app-tier", "https://10.0.0.1:8443/"]
+)
 def test_urls_with_dotted_hosts_are_fine(monkeypatch, url):
     monkeypatch.setenv("API_URL", url)
     assert env_url("API_URL", "http://localhost", ("http", "https")) == url.rstrip("/")

@@ -45,10 +45,14 @@ class TextFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         line = super().format(record)
-        fields = getattr(record, "fields", {})
-        if fields:
-            line += " " + " ".join(f"{k}={v}" for k, v in fields.items() if k != "event")
-        return line
+        message = record.getMessage()
+        # Fields the message does not already say, for a reader who greps for them.
+        extra = [
+            f"{k}={v}"
+            for k, v in getattr(record, "fields", {}).items()
+            if k != "event" and str(v) not in message
+        ]
+        return " ".join([line, *extra])
 
 
 def formatter(service: str, log_format: str) -> logging.Formatter:

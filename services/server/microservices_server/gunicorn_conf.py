@@ -29,6 +29,9 @@ bind = [f"0.0.0.0:{port}"]
 worker_class = "gthread"
 keepalive = 5
 accesslog = "-"
+# gunicorn's runtime control socket (gunicornc) would need a writable $HOME; containers are
+# managed by their orchestrator, not by hand.
+control_socket_disable = True
 logconfig_dict = logging_config("server")
 # Heartbeat files in memory: the root filesystem may be read-only, and a disk-backed /tmp
 # can stall workers (https://docs.gunicorn.org/en/stable/faq.html#blocking-os-fchmod).

@@ -1,0 +1,102 @@
+"""What the compose stack promises beyond the scenarios: hardened, non-root containers, images
+that carry only their own service, and a Redis healthcheck that an auth error fails."""
+
+import json
+import subprocess
+
+import pytest
+
+from tests.e2e.backends import ComposeBackend, run
+
+COMPONENTS = ["redis", "server", "counter", "poller"]
+
+
+@pytest.fixture(scope="module")
+def compose(backend) -> ComposeBackend:
+    assert isinstance(backend, ComposeBackend), "run these with the compose backend"
+    return backend
+
+
+@pytest.mark.parametrize("component", COMPONENTS)
+def test_containers_are_hardened_and_non_root(compose, component):
+    state = compose.container(component)
+    host = state["HostConfig"]
+    assert host["ReadonlyRootfs"] is True
+    assert host["CapDrop"] == ["ALL"]
+    assert any(opt.startswith("no-new-privileges") for opt in host["SecurityOpt"])
+    rows = run(["docker", "top", state["Id"], "-eo", "pid,uid"]).splitlines()[1:]
+    uids = [row.split()[1] for row in rows]
+    assert uids and all(uid != "0" for uid in uids), uids
+
+
+@pytest.mark.parametrize(
+    ("component", "absent"),
+    [
+        ("counter", "flask"),
+        ("counter", "redis"),
+        ("counter", "microservices_server"),
+        ("poller", "flask"),
+        ("poller", "redis"),
+        ("poller", "microservices_counter"),
+        ("server", "microservices_counter"),
+        ("server", "requests"),
+    ],
+)
+def test_images_carry_only_their_own_service(compose, component, absent):
+    image = compose.container(component)["Config"]["Image"]
+    result = subprocess.run(
+        ["docker", "run", "--rm", "--entrypoint", "python", image, "-c", f"import {absent}"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 1
+    assert "ModuleNotFoundError" in result.stderr
+
+
+def test_images_have_no_build_tools(compose):
+    image = compose.container("server")["Config"]["Image"]
+    result = subprocess.run(
+        [
+            "docker",
+            "run",
+            "--rm",
+            "--entrypoint",
+            "sh",
+            image,
+            "-c",
+            "command -v gcc cc pip pip3 || echo none",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.stdout.strip() == "none"
+
+
+def test_redis_healthcheck_fails_on_a_wrong_password(compose):
+    state = compose.container("redis")
+    test = state["Config"]["Healthcheck"]["Test"]
+    assert test[0] == "CMD-SHELL"
+    good = subprocess.run(
+        ["docker", "exec", state["Id"], "sh", "-c", test[1]],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    bad = subprocess.run(
+        ["docker", "exec", "-e", "REDIS_PASSWORD=wrong", state["Id"], "sh", "-c", test[1]],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert good.returncode == 0
+    assert bad.returncode != 0, "a NOAUTH/WRONGPASS reply must fail the healthcheck"
+
+
+def test_redis_password_is_not_on_the_command_line(compose):
+    state = compose.container("redis")
+    processes = run(["docker", "top", state["Id"], "-eo", "pid,args"])
+    assert "redis-server" in processes
+    assert "e2e-redis-password" not in processes
+    assert "e2e-redis-password" not in json.dumps(state["Config"]["Cmd"])
