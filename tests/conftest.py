@@ -12,6 +12,7 @@ from microservices_server import create_app
 from microservices_server.settings import Settings
 from testcontainers.community.redis import RedisContainer
 
+from tests.manifests.render import OVERLAYS, copy_with_prod_secrets, kustomize
 from tests.support import REDIS_IMAGE, free_port
 
 API_KEY = "test-key"
@@ -71,3 +72,10 @@ def app(redis_url):
 @pytest.fixture
 def client(app):
     return app.test_client()
+
+
+@pytest.fixture(scope="session")
+def rendered(tmp_path_factory) -> dict[str, list[dict]]:
+    """Every overlay rendered by kubectl kustomize (prod with a secrets.env of its own)."""
+    tree = copy_with_prod_secrets(tmp_path_factory.mktemp("rendered"))
+    return {overlay: kustomize(tree / "overlays" / overlay) for overlay in OVERLAYS}

@@ -2,30 +2,17 @@
 be checked: every file it names exists, the images it loads are the ones the overlay runs,
 and it restarts and scales the Deployments the overlay defines."""
 
-import subprocess
-
 import pytest
 import yaml
 
 from tests.e2e.backends import ROOT, KindBackend
 
 
-def rendered(overlay: str) -> list[dict]:
-    out = subprocess.run(
-        ["kubectl", "kustomize", f"kustomize/overlays/{overlay}"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    return [doc for doc in yaml.safe_load_all(out) if doc]
-
-
 @pytest.mark.parametrize("overlay", ["dev", "staging", "prod"])
-def test_plan_matches_the_overlay(overlay):
+def test_plan_matches_the_overlay(rendered, overlay):
     backend = KindBackend(overlay=overlay)
     plan = backend.setup_commands()
-    objects = rendered(overlay)
+    objects = rendered[overlay]
     namespaces = [o["metadata"]["name"] for o in objects if o["kind"] == "Namespace"]
     assert namespaces == [backend.namespace]
     deployments = {o["metadata"]["name"]: o for o in objects if o["kind"] == "Deployment"}
@@ -65,8 +52,8 @@ def test_plan_matches_the_overlay(overlay):
     assert backend.teardown_commands() == [["kind", "delete", "cluster", "--name", backend.cluster]]
 
 
-def test_persistence_follows_the_overlay():
+def test_persistence_follows_the_overlay(rendered):
     assert not KindBackend("dev").has_persistence
     for overlay in ("staging", "prod"):
-        kinds = {o["kind"] for o in rendered(overlay)}
+        kinds = {o["kind"] for o in rendered[overlay]}
         assert KindBackend(overlay).has_persistence and "PersistentVolumeClaim" in kinds
