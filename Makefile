@@ -34,7 +34,7 @@ benchmark: install
 	$(BIN)/python scripts/benchmark
 
 e2e-kind: install
-	E2E_BACKEND=kind $(BIN)/pytest tests/e2e
+	E2E_BACKEND=kind $(BIN)/pytest tests/e2e/test_scenarios.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis

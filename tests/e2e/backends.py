@@ -56,7 +56,6 @@ class ComposeBackend:
             "API_KEY": "e2e-api-key",
             "REDIS_PASSWORD": "e2e-redis-password",
         }
-        self.api_key = "e2e-api-key"
 
     def compose(self, *args: str, timeout: float = 900) -> str:
         return run(["docker", "compose", "-p", self.project, *args], env=self.env, timeout=timeout)
@@ -117,7 +116,6 @@ class KindBackend:
         self.has_persistence = overlay in ("staging", "prod")
         self.port = free_port()
         self.server_url = f"http://127.0.0.1:{self.port}"
-        self.api_key = "dev-api-key"
         self._port_forward: subprocess.Popen | None = None
 
     def kubectl(self, *args: str) -> list[str]:
