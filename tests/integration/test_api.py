@@ -165,3 +165,22 @@ def test_password_from_redis_password_wins(redis_url, redis_client):
     finally:
         redis_client.execute_command("AUTH", "s3cret")
         redis_client.config_set("requirepass", "")
+
+
+def test_readiness_turns_503_once_shutdown_begins(app, client):
+    from microservices_server.app import begin_shutdown
+
+    begin_shutdown(app)
+    response = client.get("/probe/readiness")
+    assert response.status_code == 503
+    assert response.get_json()["reason"] == "shutting down"
+    assert client.get("/probe/liveness").status_code == 200
+    assert client.post("/").status_code == 200  # in-flight work still completes
+
+
+def test_a_bug_answers_json_500(app, client, monkeypatch):
+    store = app.extensions["counter"]["store"]
+    monkeypatch.setattr(store, "get", lambda: 1 / 0)
+    response = client.get("/")
+    assert response.status_code == 500
+    assert response.get_json() == {"error": "internal server error"}

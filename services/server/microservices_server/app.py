@@ -88,6 +88,12 @@ def create_app(settings: Settings | None = None, store: CounterStore | None = No
             response.headers["Allow"] = ", ".join(exc.valid_methods)
         return response
 
+    @app.errorhandler(Exception)
+    def unexpected(exc: Exception):
+        # A bug, not a client error: log it whole, answer JSON without the details.
+        log.exception("unhandled error")
+        return jsonify(error="internal server error"), 500
+
     @app.get("/")
     def read_count():
         return {"count": redis_call("get", store.get)}
