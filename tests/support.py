@@ -8,7 +8,6 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -128,7 +127,3 @@ class Server(Service):
 
     def count(self) -> int:
         return requests.get(self.url + "/", timeout=5).json()["count"]
-
-
-def heartbeat_dir() -> str:
-    return tempfile.mkdtemp(prefix="heartbeat-")

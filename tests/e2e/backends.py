@@ -12,10 +12,11 @@ from __future__ import annotations
 import json
 import os
 import shlex
-import socket
 import subprocess
 import time
 from pathlib import Path
+
+from tests.support import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -29,12 +30,6 @@ def run(argv: list[str], check: bool = True, timeout: float = 600, **kwargs) -> 
             f"{shlex.join(argv)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}"
         )
     return result.stdout
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class ComposeBackend:
@@ -117,6 +112,7 @@ class KindBackend:
         self.port = free_port()
         self.server_url = f"http://127.0.0.1:{self.port}"
         self._port_forward: subprocess.Popen | None = None
+        self._replicas: dict[str, int] = {}  # of each tier stopped by stop_tier
 
     def kubectl(self, *args: str) -> list[str]:
         return ["kubectl", "--context", f"kind-{self.cluster}", "-n", self.namespace, *args]
@@ -195,7 +191,6 @@ class KindBackend:
         time.sleep(2)
 
     def stop_tier(self, tier: str) -> None:
-        self._replicas = getattr(self, "_replicas", {})
         self._replicas[tier] = int(
             run(
                 self.kubectl(
@@ -208,7 +203,7 @@ class KindBackend:
             run(argv)
 
     def start_tier(self, tier: str) -> None:
-        for argv in self.scale_commands(tier, getattr(self, "_replicas", {}).get(tier, 1)):
+        for argv in self.scale_commands(tier, self._replicas.get(tier, 1)):
             run(argv)
         if tier == "app":
             self._forward()

@@ -3,6 +3,7 @@
 import threading
 
 import pytest
+from microservices_server.store import IDEMPOTENCY_PREFIX
 
 from tests.conftest import API_KEY, make_app
 
@@ -71,7 +72,7 @@ def test_idempotent_replay_returns_the_first_answer(client, redis_client):
     assert replay.headers["Idempotent-Replayed"] == "true"
     assert "Idempotent-Replayed" not in first.headers
     assert count(client) == 5
-    ttl = redis_client.ttl("microservices:idempotency:order-17")
+    ttl = redis_client.ttl(IDEMPOTENCY_PREFIX + "order-17")
     assert 0 < ttl <= 24 * 3600
 
 

@@ -8,6 +8,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import requests
+from microservices_server.settings import Settings
+from microservices_server.store import CounterStore
 
 from tests.conftest import redis_url_of
 from tests.support import BIN, Server, Service, free_port, wait_for
@@ -129,10 +131,12 @@ def test_counter_survives_the_server_going_away(redis_url):
 
 
 def server_count(redis_url):
-    import redis
-
-    value = redis.Redis.from_url(redis_url).get("microservices:count")
-    return int(value or 0)
+    """The count as Redis holds it, read with the server's own store."""
+    store = CounterStore.from_settings(Settings(redis_url=redis_url))
+    try:
+        return store.get()
+    finally:
+        store.close()
 
 
 def test_counter_stops_promptly_when_idle(server):
