@@ -10,6 +10,7 @@ import pytest
 import redis
 from microservices_server import create_app
 from microservices_server.settings import Settings
+from microservices_server.store import CounterStore
 from testcontainers.community.redis import RedisContainer
 
 from tests.manifests.render import OVERLAYS, copy_with_prod_secrets, kustomize
@@ -55,18 +56,23 @@ def own_redis():
         yield container
 
 
-def make_app(redis_url: str, **overrides):
+def make_app(redis_url: str, store: CounterStore | None = None, draining=None, **overrides):
     settings = Settings(**{"redis_url": redis_url, "api_key": API_KEY, **overrides})
-    app = create_app(settings)
+    app = create_app(settings, store=store, draining=draining)
     app.config["TESTING"] = True
     return app
 
 
 @pytest.fixture
-def app(redis_url):
-    app = make_app(redis_url)
-    yield app
-    app.extensions["counter"]["store"].close()
+def store(redis_url):
+    store = CounterStore.from_settings(Settings(redis_url=redis_url))
+    yield store
+    store.close()
+
+
+@pytest.fixture
+def app(redis_url, store):
+    return make_app(redis_url, store=store)
 
 
 @pytest.fixture

@@ -132,9 +132,7 @@ class KindBackend:
             ]
         ]
         for service, image in self.images.items():
-            commands.append(
-                ["docker", "build", "-f", f"services/{service}/Dockerfile", "-t", image, "."]
-            )
+            commands.append(["docker", "build", "--target", service, "-t", image, "."])
             commands.append(["kind", "load", "docker-image", "--name", self.cluster, image])
         commands.append(
             [

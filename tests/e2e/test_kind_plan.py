@@ -24,9 +24,10 @@ def test_plan_matches_the_overlay(rendered, overlay):
 
     loaded = {argv[-1] for argv in plan if argv[:3] == ["kind", "load", "docker-image"]}
     built = {argv[argv.index("-t") + 1] for argv in plan if argv[:2] == ["docker", "build"]}
+    dockerfile = (ROOT / "Dockerfile").read_text()
     for argv in plan:
         if argv[:2] == ["docker", "build"]:
-            assert (ROOT / argv[argv.index("-f") + 1]).is_file()
+            assert f" AS {argv[argv.index('--target') + 1]}\n" in dockerfile
     used = {
         c["image"]
         for d in deployments.values()

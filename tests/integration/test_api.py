@@ -3,7 +3,9 @@
 import threading
 
 import pytest
-from microservices_server.store import IDEMPOTENCY_PREFIX
+from microservices_server.lifecycle import DrainFlag
+from microservices_server.settings import Settings
+from microservices_server.store import IDEMPOTENCY_PREFIX, CounterStore
 
 from tests.conftest import API_KEY, make_app
 
@@ -168,10 +170,11 @@ def test_password_from_redis_password_wins(redis_url, redis_client):
         redis_client.config_set("requirepass", "")
 
 
-def test_readiness_turns_503_once_shutdown_begins(app, client):
-    from microservices_server.app import begin_shutdown
-
-    begin_shutdown(app)
+def test_readiness_turns_503_once_shutdown_begins(redis_url):
+    draining = DrainFlag()
+    client = make_app(redis_url, draining=draining).test_client()
+    assert client.get("/probe/readiness").status_code == 200
+    draining.set()
     response = client.get("/probe/readiness")
     assert response.status_code == 503
     assert response.get_json()["reason"] == "shutting down"
@@ -179,9 +182,13 @@ def test_readiness_turns_503_once_shutdown_begins(app, client):
     assert client.post("/").status_code == 200  # in-flight work still completes
 
 
-def test_a_bug_answers_json_500(app, client, monkeypatch):
-    store = app.extensions["counter"]["store"]
-    monkeypatch.setattr(store, "get", lambda: 1 / 0)
-    response = client.get("/")
+class BuggyStore(CounterStore):
+    def get(self) -> int:
+        return 1 // 0
+
+
+def test_a_bug_answers_json_500(redis_url):
+    store = BuggyStore.from_settings(Settings(redis_url=redis_url))
+    response = make_app(redis_url, store=store).test_client().get("/")
     assert response.status_code == 500
     assert response.get_json() == {"error": "internal server error"}

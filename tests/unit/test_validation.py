@@ -1,5 +1,6 @@
 import pytest
-from microservices_server.validation import ApiError, parse_idempotency_key, parse_increment
+from microservices_server.errors import ApiError
+from microservices_server.validation import parse_idempotency_key, parse_increment
 
 JSON = "application/json"
 

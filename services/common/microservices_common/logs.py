@@ -3,6 +3,9 @@
 LOG_FORMAT=text (default) gives readable lines; LOG_FORMAT=json gives one JSON object per
 line for log aggregators. LOG_LEVEL picks the level. Structured fields go through
 `log_event`, which puts them in the JSON object (and after the message in text mode).
+
+A service's ledger (`ledger_logger`: the counter's "incremented" and "abandoned" lines) is
+written whatever LOG_LEVEL says: it is the record that the count can be checked against.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from typing import Any
 
 from .config import env_choice
 
+LEDGER = "ledger"
 LEVELS = ("debug", "info", "warning", "error", "critical")
 FORMATS = ("text", "json")
 
@@ -45,13 +49,8 @@ class TextFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         line = super().format(record)
-        message = record.getMessage()
-        # Fields the message does not already say, for a reader who greps for them.
-        extra = [
-            f"{k}={v}"
-            for k, v in getattr(record, "fields", {}).items()
-            if k != "event" and str(v) not in message
-        ]
+        # Every field, for a reader who greps for it (even when the message says it too).
+        extra = [f"{k}={v}" for k, v in getattr(record, "fields", {}).items() if k != "event"]
         return " ".join([line, *extra])
 
 
@@ -79,8 +78,11 @@ def logging_config(service: str) -> dict[str, Any]:
         "handlers": {"stdout": handler},
         "root": {"level": level, "handlers": ["stdout"]},
         "loggers": {
-            name: {"level": level, "handlers": ["stdout"], "propagate": False}
-            for name in ("gunicorn.error", "gunicorn.access")
+            **{
+                name: {"level": level, "handlers": ["stdout"], "propagate": False}
+                for name in ("gunicorn.error", "gunicorn.access")
+            },
+            f"{service}.{LEDGER}": {"level": "INFO"},
         },
     }
 
@@ -89,6 +91,11 @@ def setup_logging(service: str) -> logging.Logger:
     """Configure logging from LOG_FORMAT and LOG_LEVEL; return the service's logger."""
     logging.config.dictConfig(logging_config(service))
     return logging.getLogger(service)
+
+
+def ledger_logger(service_logger: logging.Logger) -> logging.Logger:
+    """The service's ledger: logged at INFO and above whatever LOG_LEVEL is."""
+    return service_logger.getChild(LEDGER)
 
 
 def log_event(

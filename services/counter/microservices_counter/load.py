@@ -8,15 +8,13 @@ seconds and at the end gives requests, errors, requests per second and latency p
 
 from __future__ import annotations
 
-import logging
 import threading
 import time
 import uuid
 
 import requests
 from microservices_common.logs import log_event
-from microservices_common.signals import StopSignal
-from microservices_common.worker import WorkerSettings, http_session
+from microservices_common.runner import Worker
 
 REPORT_EVERY = 5.0
 
@@ -54,10 +52,9 @@ class Tally:
         }
 
 
-def _worker(
-    settings: WorkerSettings, interval: float, stop: StopSignal, tally: Tally, end: float | None
-) -> None:
-    session: requests.Session = http_session("microservices-counter-load")
+def _load_thread(worker: Worker, interval: float, tally: Tally, end: float | None) -> None:
+    settings, stop = worker.settings, worker.stop
+    session: requests.Session = worker.http_session()
     next_start = time.monotonic()
     while not stop.stopping and (end is None or time.monotonic() < end):
         started = time.monotonic()
@@ -80,14 +77,8 @@ def _worker(
                 break
 
 
-def run_load(
-    settings: WorkerSettings,
-    rate: float,
-    concurrency: int,
-    duration: float,
-    stop: StopSignal,
-    log: logging.Logger,
-) -> int:
+def run_load(worker: Worker, rate: float, concurrency: int, duration: float) -> int:
+    log, stop = worker.log, worker.stop
     if rate < 0 or concurrency < 1 or duration < 0:
         log.error("--rate and --duration must be >= 0 and --concurrency >= 1")
         return 2
@@ -98,12 +89,12 @@ def run_load(
     log_event(
         log,
         "load_started",
-        f"load on {settings.api_url}: rate {rate or 'max'}/s, concurrency {concurrency}",
+        f"load on {worker.settings.api_url}: rate {rate or 'max'}/s, concurrency {concurrency}",
         rate=rate,
         concurrency=concurrency,
     )
     threads = [
-        threading.Thread(target=_worker, args=(settings, interval, stop, tally, end), daemon=True)
+        threading.Thread(target=_load_thread, args=(worker, interval, tally, end), daemon=True)
         for _ in range(concurrency)
     ]
     for thread in threads:

@@ -2,7 +2,9 @@
 
 Each failed attempt is logged with the next delay (capped exponential backoff with jitter).
 Exit 0 once Redis answers; with AWAIT_TIMEOUT (seconds, default 0 = wait for ever) exit 1
-with a clear message when the time runs out; exit 1 on SIGTERM.
+with a clear message when the time runs out; exit 1 on SIGTERM. A refused password is not
+going to change by waiting: exit 1 at once, saying so (else an init container would sit in
+`Init` for ever with no reason given).
 """
 
 from __future__ import annotations
@@ -20,19 +22,38 @@ from microservices_common.signals import StopSignal
 from .settings import Settings
 from .store import CounterStore
 
+BASE_DELAY = 0.2
+# Redis answered, and said no: retrying cannot help.
+PERMANENT = (
+    redis.AuthenticationError,
+    redis.exceptions.AuthenticationWrongNumberOfArgsError,
+    redis.exceptions.AuthorizationError,
+    redis.exceptions.NoPermissionError,
+)
+
 
 @exit_on_config_error
 def main() -> int:
     log = setup_logging("await-redis")
     settings = Settings.from_env()
     timeout = env_float("AWAIT_TIMEOUT", 0.0, 0.0)
-    max_delay = env_float("AWAIT_MAX_DELAY", 5.0, 0.1)
+    max_delay = env_float("AWAIT_MAX_DELAY", 5.0, BASE_DELAY)
     stop = StopSignal().install()
     store = CounterStore.from_settings(settings)
     deadline = time.monotonic() + timeout if timeout else None
-    for attempt, delay in enumerate(Backoff(base=0.2, cap=max_delay).delays(), start=1):
+    for attempt, delay in enumerate(Backoff(base=BASE_DELAY, cap=max_delay).delays(), start=1):
         try:
             store.ping()
+        except PERMANENT as exc:
+            log_event(
+                log,
+                "auth_failed",
+                f"redis refused us: {type(exc).__name__}: {exc} (check REDIS_PASSWORD and "
+                "REDIS_URL; waiting will not help)",
+                logging.ERROR,
+                attempts=attempt,
+            )
+            return 1
         except redis.RedisError as exc:
             if deadline is not None:
                 delay = min(delay, deadline - time.monotonic())

@@ -1,14 +1,17 @@
 """Prometheus metrics: requests by route, method and status, latency, Redis errors.
 
-Each app gets its own registry (tests build many apps in one process). Under gunicorn with
-several worker processes, set PROMETHEUS_MULTIPROC_DIR (the gunicorn config does when
-WEB_CONCURRENCY > 1) and /metrics adds up every worker's numbers.
+`init_app` times every request (before/after hooks) and serves GET /metrics. Each app gets
+its own registry (tests build many apps in one process). Under gunicorn with several worker
+processes, the gunicorn hooks (lifecycle.py) point PROMETHEUS_MULTIPROC_DIR at a fresh folder
+before any worker imports prometheus_client, and /metrics adds up every worker's numbers.
 """
 
 from __future__ import annotations
 
 import os
+import time
 
+from flask import Blueprint, Flask, Response, g, request
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -18,10 +21,12 @@ from prometheus_client import (
     multiprocess,
 )
 
+from .state import runtime
+
+bp = Blueprint("metrics", __name__)
+
 
 class Metrics:
-    content_type = CONTENT_TYPE_LATEST
-
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         self.requests = Counter(
@@ -48,9 +53,37 @@ class Metrics:
         self.requests.labels(route, method, str(status)).inc()
         self.latency.labels(route, method).observe(seconds)
 
+    def redis_error(self, operation: str) -> None:
+        self.redis_errors.labels(operation).inc()
+
     def render(self) -> bytes:
         if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
             registry = CollectorRegistry()
             multiprocess.MultiProcessCollector(registry)
             return generate_latest(registry)
         return generate_latest(self.registry)
+
+
+def _start_timer() -> None:
+    g.started = time.perf_counter()
+
+
+def _count_request(response: Response) -> Response:
+    rule = request.url_rule.rule if request.url_rule else "unmatched"
+    started = g.get("started", time.perf_counter())
+    runtime().metrics.observe(
+        rule, request.method, response.status_code, time.perf_counter() - started
+    )
+    return response
+
+
+@bp.get("/metrics")
+def prometheus() -> Response:
+    return Response(runtime().metrics.render(), content_type=CONTENT_TYPE_LATEST)
+
+
+def init_app(app: Flask) -> None:
+    """Time every request of `app` into its runtime's metrics; serve GET /metrics."""
+    app.before_request(_start_timer)
+    app.after_request(_count_request)
+    app.register_blueprint(bp)

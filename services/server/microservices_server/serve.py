@@ -3,13 +3,12 @@ and receives SIGTERM from Kubernetes or Docker directly)."""
 
 from __future__ import annotations
 
-import importlib
 import os
 import sys
 
 from microservices_common.config import exit_on_config_error
 
-from .settings import Settings
+from .settings import ServeSettings, Settings
 
 GUNICORN_CONFIG = "python:microservices_server.gunicorn_conf"
 APP = "microservices_server.app:create_app()"
@@ -19,7 +18,7 @@ APP = "microservices_server.app:create_app()"
 def main() -> None:
     # Fail here, with exit code 2 and the variable's name, rather than in every worker.
     Settings.from_env()
-    importlib.import_module("microservices_server.gunicorn_conf")
+    ServeSettings.from_env()
     argv = [sys.executable, "-m", "gunicorn", "--config", GUNICORN_CONFIG, APP]
     os.execv(sys.executable, argv)  # noqa: S606 - argv is ours, no shell
 

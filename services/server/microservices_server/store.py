@@ -15,26 +15,35 @@ from redis.retry import Retry
 
 from .settings import Settings
 
-COUNT_KEY = "microservices:count"
-IDEMPOTENCY_PREFIX = "microservices:idempotency:"
+# One hash tag, {microservices}, for every key: Redis Cluster puts them in one slot, so the
+# script below may touch the count and a record together (else CROSSSLOT).
+COUNT_KEY = "{microservices}:count"
+IDEMPOTENCY_PREFIX = "{microservices}:idempotency:"
 
-# KEYS[1] the counter, KEYS[2] the idempotency record (optional);
+# KEYS[1] the count, KEYS[2] the Idempotency-Key's record (optional);
 # ARGV[1] the increment, ARGV[2] the record's TTL in seconds.
-# Returns {count, replayed, increment first recorded under this key}.
+# Returns {count, replayed, the increment first recorded under this key}.
+# Numbers travel as strings: Lua's numbers are doubles (exact only up to 2^53) and `..`
+# prints them with 14 digits, while GET returns the count exactly as Redis keeps it (int64).
 INCREMENT_SCRIPT = """
 if KEYS[2] then
   local seen = redis.call('GET', KEYS[2])
   if seen then
     local sep = string.find(seen, ':', 1, true)
-    return {tonumber(string.sub(seen, sep + 1)), 1, tonumber(string.sub(seen, 1, sep - 1))}
+    return {string.sub(seen, sep + 1), 1, string.sub(seen, 1, sep - 1)}
   end
 end
-local count = redis.call('INCRBY', KEYS[1], ARGV[1])
+redis.call('INCRBY', KEYS[1], ARGV[1])
+local count = redis.call('GET', KEYS[1])
 if KEYS[2] then
   redis.call('SET', KEYS[2], ARGV[1] .. ':' .. count, 'EX', ARGV[2])
 end
-return {count, 0, tonumber(ARGV[1])}
+return {count, 0, ARGV[1]}
 """
+
+
+class CounterOverflow(Exception):
+    """The increment would take the count past 2^63-1 (Redis refuses; nothing changed)."""
 
 
 @dataclass(frozen=True)
@@ -72,7 +81,14 @@ class CounterStore:
         keys = [COUNT_KEY]
         if idempotency_key is not None:
             keys.append(IDEMPOTENCY_PREFIX + idempotency_key)
-        count, replayed, recorded = self._increment(keys=keys, args=[amount, self.idempotency_ttl])
+        try:
+            count, replayed, recorded = self._increment(
+                keys=keys, args=[amount, self.idempotency_ttl]
+            )
+        except redis.ResponseError as exc:
+            if "overflow" in str(exc):
+                raise CounterOverflow(str(exc)) from None
+            raise
         return Increment(int(count), bool(replayed), int(recorded))
 
     def reset(self) -> int:

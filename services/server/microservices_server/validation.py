@@ -9,16 +9,7 @@ from __future__ import annotations
 import json
 import re
 
-
-class ApiError(Exception):
-    """An error the client caused or must handle; becomes {"error": message} with `status`."""
-
-    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None):
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.headers = headers or {}
-
+from .errors import ApiError
 
 # Printable ASCII without spaces, like the IETF draft's examples (UUIDs, ULIDs, hashes).
 IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,128}$")

@@ -1,0 +1,94 @@
+"""The one way the support-tier workers (counter and poller) run.
+
+    run("poller", make_tick, "polling")
+
+reads the settings (a bad value: one line naming it, exit 2), sets up logging, SIGTERM and
+SIGINT handling and the heartbeat, asks `make_tick(worker)` for the function to call every
+INTERVAL seconds, runs it until a stop is asked for, and exits 0. Each worker keeps only what
+is its own: its tick.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import requests
+
+from .client import http_session
+from .config import env_float, env_str, env_url, exit_on_config_error
+from .heartbeat import DEFAULT_FILE, Heartbeat
+from .logs import log_event, setup_logging
+from .signals import StopSignal
+
+# While waiting for the next tick the loop still beats this often, so that an INTERVAL longer
+# than the liveness probe's --max-age is not mistaken for a hang.
+BEAT_EVERY = 1.0
+
+
+@dataclass(frozen=True)
+class WorkerSettings:
+    api_url: str = "http://localhost:8080"
+    interval: float = 1.0
+    request_timeout: float = 2.0
+    heartbeat_file: str | None = DEFAULT_FILE
+
+    @classmethod
+    def from_env(cls) -> WorkerSettings:
+        return cls(
+            api_url=env_url("API_URL", cls.api_url, ("http", "https")),
+            interval=env_float("INTERVAL", cls.interval, 0.01, 3600),
+            request_timeout=env_float("REQUEST_TIMEOUT", cls.request_timeout, 0.1, 300),
+            heartbeat_file=env_str("HEARTBEAT_FILE", DEFAULT_FILE),
+        )
+
+
+@dataclass(frozen=True)
+class Worker:
+    """What a tick may use: the settings, the logger, the stop signal, the heartbeat."""
+
+    name: str
+    settings: WorkerSettings
+    log: logging.Logger
+    stop: StopSignal
+    heartbeat: Heartbeat
+
+    def http_session(self) -> requests.Session:
+        return http_session(f"microservices-{self.name}")
+
+
+def start(name: str) -> Worker:
+    """Logging, settings, signal handling and heartbeat for the worker `name`."""
+    log = setup_logging(name)
+    settings = WorkerSettings.from_env()
+    return Worker(name, settings, log, StopSignal().install(), Heartbeat(settings.heartbeat_file))
+
+
+@exit_on_config_error
+def run(name: str, make_tick: Callable[[Worker], Callable[[], None]], doing: str) -> int:
+    worker = start(name)
+    tick = make_tick(worker)
+    settings = worker.settings
+    log_event(worker.log, "started", f"{doing} {settings.api_url} every {settings.interval:g}s")
+    run_ticks(worker, tick)
+    log_event(worker.log, "stopped", f"stopped by {worker.stop.signal_name}")
+    return 0
+
+
+def run_ticks(worker: Worker, tick: Callable[[], None]) -> None:
+    """Call tick() every INTERVAL seconds (from start to start) until a stop is asked for."""
+    stop, heartbeat = worker.stop, worker.heartbeat
+    next_start = time.monotonic()
+    while not stop.stopping:
+        heartbeat.beat()
+        tick()
+        next_start = max(next_start + worker.settings.interval, time.monotonic())
+        while True:
+            heartbeat.beat()
+            remaining = next_start - time.monotonic()
+            if remaining <= 0:
+                break
+            if stop.wait(min(remaining, BEAT_EVERY)):
+                return

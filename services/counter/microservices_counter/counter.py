@@ -1,0 +1,210 @@
+"""microservices-counter: every INTERVAL seconds, POST a random increment to the server.
+
+Each increment carries a fresh Idempotency-Key, and every answer falls in one of three cases:
+
+- acknowledged: `200 {"count": <int>}`. One "incremented" ledger line.
+- rejected: a 4xx other than 408, 425 and 429. The server refused it and changed nothing; logged,
+  and the next tick uses a fresh key.
+- unknown: no answer (refused, reset, timeout), a 5xx, 408, 425, 429, or a 200 that is not
+  `{"count": <int>}`. It may or may not have been counted, so the *same* key is retried
+  (capped exponential backoff with jitter, at least Retry-After): the server replays a key it
+  has seen instead of counting it twice. After RETRY_DEADLINE seconds, before the server can
+  have forgotten the key (IDEMPOTENCY_TTL), it gives up with an "abandoned" ledger line.
+
+The ledger ("incremented" and "abandoned" lines, with LOG_FORMAT=json one JSON object each) is
+written whatever LOG_LEVEL says: the end-to-end tests add it up against the count. The process
+never exits because of what a server answered.
+
+Load mode (--rate, --concurrency) drives the autoscaling lesson: see load.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import email.utils
+import logging
+import random
+import sys
+import time
+import uuid
+from dataclasses import dataclass
+
+import requests
+from microservices_common.backoff import Backoff
+from microservices_common.client import count_in
+from microservices_common.config import ConfigError, env_float, env_int, exit_on_config_error
+from microservices_common.logs import ledger_logger, log_event
+from microservices_common.runner import Worker, run, start
+
+# A 4xx that says "not now" rather than "never": retried like a 5xx.
+RETRYABLE_4XX = {408, 425, 429}
+
+
+@dataclass(frozen=True)
+class Outcome:
+    count: int | None = None  # acknowledged with this count
+    rejection: str | None = None  # refused for good
+    problem: str | None = None  # unknown: retry the same key
+    retry_after: float = 0.0
+
+
+def outcome_of(response: requests.Response) -> Outcome:
+    count = count_in(response)
+    if count is not None:
+        return Outcome(count=count)
+    status = response.status_code
+    if 400 <= status < 500 and status not in RETRYABLE_4XX:
+        return Outcome(rejection=f"HTTP {status} {response.text.strip()[:200]}")
+    problem = f"HTTP {status}" if status != 200 else 'HTTP 200 without {"count": <int>}'
+    return Outcome(problem=problem, retry_after=retry_after(response))
+
+
+def retry_after(response: requests.Response) -> float:
+    """Seconds from a Retry-After header (a number or an HTTP date); 0 if absent or bad."""
+    value = response.headers.get("Retry-After", "").strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return 0.0
+    return max(0.0, when.timestamp() - time.time())
+
+
+class Counter:
+    def __init__(
+        self,
+        worker: Worker,
+        max_increment: int = 10,
+        backoff: Backoff | None = None,
+        retry_deadline: float = 300.0,
+    ):
+        self.worker = worker
+        self.max_increment = max_increment
+        self.backoff = backoff or Backoff(base=0.2, cap=5.0)
+        self.retry_deadline = retry_deadline
+        self.ledger = ledger_logger(worker.log)
+        self.session = worker.http_session()
+        self.rng = random.Random()
+
+    @classmethod
+    def from_env(cls, worker: Worker) -> Counter:
+        base = env_float("RETRY_BASE", 0.2, 0.001, 60)
+        cap = env_float("RETRY_CAP", 5.0, 0.001, 600)
+        if cap < base:
+            raise ConfigError("RETRY_CAP", str(cap), f"must be at least RETRY_BASE ({base:g})")
+        return cls(
+            worker,
+            max_increment=env_int("MAX_INCREMENT", 10, 1, 2**31),
+            backoff=Backoff(base=base, cap=cap),
+            retry_deadline=env_float("RETRY_DEADLINE", 300.0, 1, 24 * 3600),
+        )
+
+    def tick(self) -> None:
+        self.send(self.rng.randint(1, self.max_increment))
+
+    def post(self, increment: int, key: str) -> Outcome:
+        settings = self.worker.settings
+        try:
+            response = self.session.post(
+                settings.api_url + "/",
+                json={"increment": increment},
+                headers={"Idempotency-Key": key},
+                timeout=settings.request_timeout,
+                allow_redirects=False,
+            )
+        except requests.RequestException as exc:
+            return Outcome(problem=f"{type(exc).__name__}: {exc}")
+        return outcome_of(response)
+
+    def send(self, increment: int) -> int | None:
+        """POST one increment until it is acknowledged; return the new count, or None if it
+        was rejected or abandoned (deadline passed, or a stop came first)."""
+        key = str(uuid.uuid4())
+        fields = {"increment": increment, "idempotency_key": key}
+        deadline = time.monotonic() + self.retry_deadline
+        for attempt, delay in enumerate(self.backoff.delays(), start=1):
+            self.worker.heartbeat.beat()  # retrying is alive, not hung
+            outcome = self.post(increment, key)
+            if outcome.count is not None:
+                log_event(
+                    self.ledger,
+                    "incremented",
+                    f"Incremented by {increment}, count is now {outcome.count}",
+                    count=outcome.count,
+                    attempts=attempt,
+                    **fields,
+                )
+                return outcome.count
+            if outcome.rejection is not None:
+                log_event(
+                    self.worker.log,
+                    "rejected",
+                    f"server rejected increment {increment}: {outcome.rejection}",
+                    logging.ERROR,
+                    **fields,
+                )
+                return None
+            wait = min(self.backoff.cap, max(delay, outcome.retry_after))
+            if time.monotonic() + wait > deadline:
+                return self.abandon(f"no answer within RETRY_DEADLINE ({outcome.problem})", fields)
+            log_event(
+                self.worker.log,
+                "retrying",
+                f"increment {increment} not acknowledged ({outcome.problem}); "
+                f"retry {attempt} in {wait:.2f}s with the same key",
+                logging.WARNING,
+                attempt=attempt,
+                **fields,
+            )
+            if self.worker.stop.wait(wait):
+                return self.abandon("stopping", fields)
+        return None  # not reached: delays() never ends
+
+    def abandon(self, reason: str, fields: dict) -> None:
+        # It may or may not have been counted: the key says which, if it is ever replayed.
+        log_event(
+            self.ledger,
+            "abandoned",
+            f"gave up on increment {fields['increment']}: {reason}; it may or may not be counted",
+            logging.WARNING,
+            reason=reason,
+            **fields,
+        )
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="microservices-counter",
+        description="Increment the server's counter every INTERVAL seconds (API_URL).",
+    )
+    parser.add_argument(
+        "--rate",
+        type=float,
+        default=None,
+        help="load mode: requests per second in total (0 = as fast as possible)",
+    )
+    parser.add_argument(
+        "--concurrency", type=int, default=None, help="load mode: parallel connections (default 4)"
+    )
+    parser.add_argument(
+        "--duration",
+        type=float,
+        default=0,
+        help="load mode: stop after this many seconds (0 = until SIGTERM)",
+    )
+    return parser.parse_args(argv)
+
+
+@exit_on_config_error
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.rate is not None or args.concurrency is not None:
+        from .load import run_load
+
+        return run_load(start("counter"), args.rate or 0, args.concurrency or 4, args.duration)
+    return run("counter", lambda worker: Counter.from_env(worker).tick, "incrementing")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

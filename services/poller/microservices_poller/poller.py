@@ -1,0 +1,43 @@
+"""microservices-poller: GET the count every INTERVAL seconds and print `Current counter: N`.
+
+An error prints one line and the loop goes on; SIGTERM or SIGINT stops it with exit 0.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Callable
+
+import requests
+from microservices_common.client import count_in
+from microservices_common.logs import log_event
+from microservices_common.runner import Worker, run
+
+
+def poll_once(session: requests.Session, worker: Worker) -> None:
+    settings = worker.settings
+    try:
+        response = session.get(settings.api_url + "/", timeout=settings.request_timeout)
+    except requests.RequestException as exc:
+        problem = f"{type(exc).__name__}: {exc}"
+    else:
+        count = count_in(response)
+        if count is not None:
+            log_event(worker.log, "count", f"Current counter: {count}", count=count)
+            return
+        problem = f"HTTP {response.status_code}: {response.text.strip()[:200]}"
+    log_event(worker.log, "poll_failed", f"Could not read the counter: {problem}", logging.WARNING)
+
+
+def make_tick(worker: Worker) -> Callable[[], None]:
+    session = worker.http_session()
+    return lambda: poll_once(session, worker)
+
+
+def main() -> int:
+    return run("poller", make_tick, "polling")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,83 @@
+"""The counter API: GET / reads, POST / increments (idempotently), DELETE / resets.
+
+A request goes: gunicorn -> this blueprint -> validation (parse the body and headers, or a
+4xx) -> the store (one Redis round trip) -> {"count": N}. Any Redis failure answers 503 with
+Retry-After, so clients retry instead of waiting on a worker that waits on Redis.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+from collections.abc import Callable
+from typing import TypeVar
+
+import redis
+from flask import Blueprint, request
+from microservices_common.logs import log_event
+
+from .errors import ApiError
+from .state import runtime
+from .store import CounterOverflow
+from .validation import parse_idempotency_key, parse_increment
+
+log = logging.getLogger("server")
+bp = Blueprint("api", __name__)
+
+RETRY_AFTER_SECONDS = "1"
+T = TypeVar("T")
+
+
+def redis_call(operation: str, call: Callable[[], T]) -> T:
+    """Run a Redis call; any Redis failure becomes a 503 the client can retry."""
+    try:
+        return call()
+    except redis.RedisError as exc:
+        runtime().metrics.redis_error(operation)
+        log_event(
+            log,
+            "redis_error",
+            f"redis {operation} failed: {exc}",
+            logging.WARNING,
+            operation=operation,
+        )
+        raise ApiError(
+            503, f"redis unavailable: {type(exc).__name__}", {"Retry-After": RETRY_AFTER_SECONDS}
+        ) from None
+
+
+@bp.get("/")
+def read_count():
+    return {"count": redis_call("get", runtime().store.get)}
+
+
+@bp.post("/")
+def increment():
+    state = runtime()
+    key = parse_idempotency_key(request.headers.get("Idempotency-Key"))
+    amount = parse_increment(
+        request.get_data(cache=False), request.content_type, state.settings.max_increment
+    )
+    try:
+        result = redis_call("increment", lambda: state.store.increment(amount, key))
+    except CounterOverflow:
+        raise ApiError(409, "the count would pass 2^63-1; reset it first") from None
+    if result.replayed and result.recorded_increment != amount:
+        raise ApiError(422, "Idempotency-Key was already used with a different increment")
+    headers = {"Idempotent-Replayed": "true"} if result.replayed else {}
+    return {"count": result.count}, 200, headers
+
+
+@bp.delete("/")
+def reset():
+    state = runtime()
+    api_key = state.settings.api_key
+    if not api_key:
+        raise ApiError(403, "reset is disabled: no API_KEY is configured on the server")
+    given = request.headers.get("X-API-Key", "")
+    if not hmac.compare_digest(given.encode(), api_key.encode()):
+        raise ApiError(401, "missing or wrong X-API-Key")
+    count = redis_call("reset", state.store.reset)
+    # Logged once Redis has done it: a failed reset must not look like one in the log.
+    log_event(log, "reset", "counter reset", logging.WARNING)
+    return {"count": count}

@@ -1,0 +1,48 @@
+"""Every error answers JSON: {"error": message} with the right status.
+
+`ApiError` is what the code raises for a client-visible failure (400, 415, 503 ...);
+werkzeug's own HTTP errors (404, 405, 413) and unexpected bugs (500) get the same shape.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Flask, jsonify
+from werkzeug.exceptions import HTTPException
+
+log = logging.getLogger("server")
+
+
+class ApiError(Exception):
+    """An error the client caused or must handle; becomes {"error": message} with `status`."""
+
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.headers = headers or {}
+
+
+def api_error(exc: ApiError):
+    return jsonify(error=exc.message), exc.status, exc.headers
+
+
+def http_error(exc: HTTPException):
+    response = jsonify(error=exc.description)
+    response.status_code = exc.code or 500
+    if exc.code == 405 and exc.valid_methods:
+        response.headers["Allow"] = ", ".join(exc.valid_methods)
+    return response
+
+
+def unexpected(_exc: Exception):
+    # A bug, not a client error: log it whole, answer JSON without the details.
+    log.exception("unhandled error")
+    return jsonify(error="internal server error"), 500
+
+
+def init_app(app: Flask) -> None:
+    app.register_error_handler(ApiError, api_error)
+    app.register_error_handler(HTTPException, http_error)
+    app.register_error_handler(Exception, unexpected)

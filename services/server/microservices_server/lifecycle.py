@@ -1,0 +1,121 @@
+"""The server's life under gunicorn: the metrics folder, and the drain on SIGTERM.
+
+gunicorn's master calls these hooks (named in gunicorn_conf.py). This module is light on
+purpose: the master imports it before any worker imports the app, and prometheus_client
+decides when it is first imported whether it runs multiprocess, so nothing here imports
+Flask or prometheus_client at module level.
+
+SIGTERM (Kubernetes, `docker stop`) reaches the master, which is PID 1. Then:
+
+1. the drain: every worker's readiness answers 503 at once (a flag in shared memory) while
+   requests are still served, for DRAIN_DELAY seconds, so that whatever polls readiness
+   stops sending traffic before the port closes;
+2. gunicorn's own graceful stop: close the listener, let in-flight requests finish within
+   GRACEFUL_TIMEOUT, exit 0.
+
+A second SIGTERM during the drain skips the rest of it; SIGINT and SIGQUIT stop at once.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import shutil
+import signal
+import sys
+import tempfile
+import threading
+from pathlib import Path
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+
+class DrainFlag:
+    """A flag that the gunicorn master sets and every worker reads: one byte of an anonymous
+    shared mapping, made before the workers are forked (no file, no syscall per read)."""
+
+    def __init__(self) -> None:
+        self._memory = mmap.mmap(-1, 1)  # MAP_SHARED | MAP_ANONYMOUS: survives fork, shared
+
+    def set(self) -> None:
+        self._memory[0] = 1
+
+    def is_set(self) -> bool:
+        return self._memory[0] == 1
+
+
+# Made by the master in on_starting; a worker inherits it with the rest of its memory.
+_shared_flag: DrainFlag | None = None
+# The metrics folder the master made (and so removes on exit); None if it made none.
+_own_metrics_dir: str | None = None
+
+
+def drain_flag() -> DrainFlag:
+    """The gunicorn master's flag in a worker; a flag of its own outside gunicorn."""
+    return _shared_flag or DrainFlag()
+
+
+def on_starting(server) -> None:
+    global _shared_flag
+    _shared_flag = DrainFlag()
+    _prepare_metrics_dir(server)
+
+
+def _prepare_metrics_dir(server) -> None:
+    """With several workers, each writes its metrics to files in one folder that /metrics
+    adds up (prometheus_client's multiprocess mode). The folder must exist, empty, before
+    any worker imports prometheus_client."""
+    global _own_metrics_dir
+    if "prometheus_client" in sys.modules:
+        server.log.warning(
+            "prometheus_client was imported before the workers (--preload?): "
+            "/metrics will show only the worker that answers"
+        )
+    given = os.environ.get(MULTIPROC_ENV)
+    if given:
+        # The operator's folder: prometheus_client needs it wiped between runs.
+        Path(given).mkdir(parents=True, exist_ok=True)
+        for stale in Path(given).glob("*.db"):
+            stale.unlink()
+    elif server.cfg.workers > 1:
+        _own_metrics_dir = tempfile.mkdtemp(prefix="prometheus-", dir=server.cfg.worker_tmp_dir)
+        os.environ[MULTIPROC_ENV] = _own_metrics_dir
+
+
+def child_exit(_server, worker) -> None:
+    if os.environ.get(MULTIPROC_ENV):
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(worker.pid)
+
+
+def on_exit(_server) -> None:
+    if _own_metrics_dir:
+        shutil.rmtree(_own_metrics_dir, ignore_errors=True)
+
+
+def drain_on_sigterm(delay: float):
+    """The when_ready hook: from then on, the master's first SIGTERM starts the drain."""
+
+    def when_ready(server) -> None:
+        stop = server.handle_term  # gunicorn's own: the graceful stop
+        draining = threading.Event()
+
+        def handle_term() -> None:
+            if draining.is_set() or delay <= 0:
+                _shared_flag.set()
+                stop()
+            draining.set()
+            _shared_flag.set()
+            server.log.info(
+                "Draining: readiness answers 503 for %gs (DRAIN_DELAY), then graceful stop",
+                delay,
+            )
+            # The second SIGTERM, ours, ends the drain; the main loop keeps managing workers.
+            timer = threading.Timer(delay, os.kill, (os.getpid(), signal.SIGTERM))
+            timer.daemon = True
+            timer.start()
+
+        server.handle_term = handle_term
+
+    return when_ready
