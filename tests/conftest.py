@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 import redis
-from microservices_server import create_app
+from microservices_server.app import create_app
 from microservices_server.settings import Settings
 from microservices_server.store import CounterStore
 from testcontainers.community.redis import RedisContainer

@@ -32,7 +32,13 @@ from dataclasses import dataclass
 import requests
 from microservices_common.backoff import Backoff
 from microservices_common.client import count_in
-from microservices_common.config import ConfigError, env_float, env_int, exit_on_config_error
+from microservices_common.config import (
+    ConfigError,
+    env_float,
+    env_int,
+    env_str,
+    exit_on_config_error,
+)
 from microservices_common.logs import ledger_logger, log_event
 from microservices_common.runner import Worker, run, start
 
@@ -92,7 +98,9 @@ class Counter:
         base = env_float("RETRY_BASE", 0.2, 0.001, 60)
         cap = env_float("RETRY_CAP", 5.0, 0.001, 600)
         if cap < base:
-            raise ConfigError("RETRY_CAP", str(cap), f"must be at least RETRY_BASE ({base:g})")
+            raise ConfigError(
+                "RETRY_CAP", env_str("RETRY_CAP"), f"must be at least RETRY_BASE ({base:g})"
+            )
         return cls(
             worker,
             max_increment=env_int("MAX_INCREMENT", 10, 1, 2**31),

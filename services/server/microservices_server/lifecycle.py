@@ -80,6 +80,8 @@ def _prepare_metrics_dir(server) -> None:
     elif server.cfg.workers > 1:
         _own_metrics_dir = tempfile.mkdtemp(prefix="prometheus-", dir=server.cfg.worker_tmp_dir)
         os.environ[MULTIPROC_ENV] = _own_metrics_dir
+    if os.environ.get(MULTIPROC_ENV):
+        server.log.info("Metrics of every worker add up in %s", os.environ[MULTIPROC_ENV])
 
 
 def child_exit(_server, worker) -> None:

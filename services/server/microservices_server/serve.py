@@ -7,6 +7,7 @@ import os
 import sys
 
 from microservices_common.config import exit_on_config_error
+from microservices_common.logs import logging_config
 
 from .settings import ServeSettings, Settings
 
@@ -19,6 +20,7 @@ def main() -> None:
     # Fail here, with exit code 2 and the variable's name, rather than in every worker.
     Settings.from_env()
     ServeSettings.from_env()
+    logging_config("server")
     argv = [sys.executable, "-m", "gunicorn", "--config", GUNICORN_CONFIG, APP]
     os.execv(sys.executable, argv)  # noqa: S606 - argv is ours, no shell
 
