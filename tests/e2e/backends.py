@@ -40,8 +40,10 @@ class ComposeBackend:
     services = {"data": ["redis"], "app": ["server"], "support": ["counter", "poller"]}
     has_persistence = True  # AOF on a named volume, see docker-compose.yml
 
-    def __init__(self, project: str = "microservices-e2e"):
-        self.project = project
+    def __init__(self, project: str | None = None):
+        # E2E_COMPOSE_PROJECT lets two checkouts run the suite side by side (with TAG set
+        # apart too, so that their images do not overwrite each other).
+        self.project = project or os.environ.get("E2E_COMPOSE_PROJECT", "microservices-e2e")
         self.port = free_port()
         self.server_url = f"http://127.0.0.1:{self.port}"
         self.env = {
