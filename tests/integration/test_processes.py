@@ -35,11 +35,32 @@ def test_concurrent_increments_sum_exactly(server):
     assert server.count() == 800 * 3
 
 
-def test_access_log_goes_to_stdout(server):
-    requests.get(server.url + "/probe/liveness", timeout=5)
-    wait_for(
-        lambda: any("/probe/liveness" in line for line in server.lines), what="an access log line"
-    )
+def access_lines(server: Server) -> list[str]:
+    return [line for line in server.lines if '" 200 ' in line]
+
+
+def test_access_log_goes_to_stdout_without_probes_and_metrics(server):
+    for path in ("/probe/liveness", "/probe/readiness", "/metrics"):
+        assert requests.get(server.url + path, timeout=5).ok
+    requests.post(server.url + "/", timeout=5)
+    line = wait_for(lambda: access_lines(server), what="an access log line")[0]
+    assert '"POST / HTTP/1.1" 200 ' in line, server.output
+    assert len(access_lines(server)) == 1, "no line for the probes or /metrics"
+
+
+@pytest.mark.parametrize(
+    ("access_log", "logged"), [("all", ["POST /", "/probe/liveness"]), ("off", [])]
+)
+def test_access_log_setting(redis_url, access_log, logged):
+    server = Server(redis_url, ACCESS_LOG=access_log).wait_ready()
+    try:
+        requests.post(server.url + "/", timeout=5)
+        requests.get(server.url + "/probe/liveness", timeout=5)
+    finally:
+        assert server.stop() == 0
+    lines = access_lines(server)
+    assert [path for path in logged if not any(path in line for line in lines)] == []
+    assert bool(lines) == bool(logged), server.output
 
 
 @pytest.fixture

@@ -24,6 +24,8 @@ SERVER = [
     ("PORT", "70000"),
     ("WEB_CONCURRENCY", "many"),
     ("GUNICORN_THREADS", "0"),
+    ("GUNICORN_WORKER_CLASS", "sync"),
+    ("ACCESS_LOG", "some"),
     ("GUNICORN_TIMEOUT", "1.5"),
     ("GRACEFUL_TIMEOUT", "0"),
     ("DRAIN_DELAY", "-1"),

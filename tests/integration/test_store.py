@@ -27,11 +27,17 @@ def test_replays_return_the_exact_count(client, redis_client, start):
     assert client.get("/").get_json() == {"count": start + 3}
 
 
-def test_overflow_is_refused_and_changes_nothing(client, redis_client):
+@pytest.mark.parametrize("headers", [{"Idempotency-Key": "over"}, {}], ids=["key", "no-key"])
+def test_overflow_is_refused_and_changes_nothing(client, redis_client, headers):
     redis_client.set(COUNT_KEY, 2**63 - 2)
-    response = client.post("/", json={"increment": 5}, headers={"Idempotency-Key": "over"})
+    response = client.post("/", json={"increment": 5}, headers=headers)
     assert response.status_code == 409
     assert "error" in response.get_json()
     assert client.get("/").get_json() == {"count": 2**63 - 2}
     assert redis_client.get(IDEMPOTENCY_PREFIX + "over") is None
     assert client.post("/", json={"increment": 1}).get_json() == {"count": 2**63 - 1}
+
+
+def test_without_a_key_the_count_is_exact_past_2_to_the_53(client, redis_client):
+    redis_client.set(COUNT_KEY, 2**53 + 1)
+    assert client.post("/", json={"increment": 2}).get_json() == {"count": 2**53 + 3}

@@ -14,7 +14,7 @@ import os
 
 from microservices_common.logs import logging_config
 
-from . import lifecycle
+from . import access_log, lifecycle
 from .settings import ServeSettings
 
 _settings = ServeSettings.from_env()
@@ -23,12 +23,13 @@ _settings = ServeSettings.from_env()
 # it on 127.0.0.1) or through a Service.
 bind = [f"0.0.0.0:{_settings.port}"]
 workers = _settings.workers
-worker_class = "gthread"
+worker_class = _settings.worker_class
 threads = _settings.threads
 timeout = _settings.timeout
 graceful_timeout = _settings.graceful_timeout
 keepalive = 5
 accesslog = "-"
+logger_class = access_log.logger_class(_settings.access_log)
 logconfig_dict = logging_config("server")
 # Each worker imports the app after fork, once on_starting has set up the metrics folder.
 preload_app = False

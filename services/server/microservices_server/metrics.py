@@ -49,9 +49,19 @@ class Metrics:
             registry=self.registry,
         )
 
+        # The labelled children, made once per label set: .labels() hashes and locks on
+        # every call, and the request path needs only the child's inc() and observe().
+        self._children: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
+
     def observe(self, route: str, method: str, status: int, seconds: float) -> None:
-        self.requests.labels(route, method, str(status)).inc()
-        self.latency.labels(route, method).observe(seconds)
+        children = self._children.get((route, method, status))
+        if children is None:
+            children = self._children[(route, method, status)] = (
+                self.requests.labels(route, method, str(status)),
+                self.latency.labels(route, method),
+            )
+        children[0].inc()
+        children[1].observe(seconds)
 
     def redis_error(self, operation: str) -> None:
         self.redis_errors.labels(operation).inc()

@@ -7,12 +7,21 @@ stops it with one line naming the variable (exit 2) instead of a traceback in ev
 
 from __future__ import annotations
 
+import math
+import os
 import re
 from dataclasses import dataclass
+from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
-import redis
-from microservices_common.config import ConfigError, env_float, env_int, env_str, env_url
+from microservices_common.config import (
+    ConfigError,
+    env_choice,
+    env_float,
+    env_int,
+    env_str,
+    env_url,
+)
 
 REDIS_SCHEMES = ("redis", "rediss", "unix")
 # Options the server sets itself: in the URL they would silently undo a promise (a
@@ -37,6 +46,11 @@ def redis_url(name: str, default: str) -> str:
     for option in parse_qs(parts.query, keep_blank_values=True):
         if option in OWNED_OPTIONS:
             raise ConfigError(name, value, f"{option} is set by {OWNED_OPTIONS[option]}")
+    # Imported here, not at the top: gunicorn's master imports this module (for ServeSettings)
+    # and must not import redis-py, which each gevent worker imports only once it has patched
+    # the socket module, so that redis-py's sockets are cooperative.
+    import redis
+
     try:
         # Build (not connect) a connection, as the server will: redis-py rejects a bad value
         # or an unknown option only here, and otherwise only on the first request.
@@ -75,27 +89,87 @@ class Settings:
         )
 
 
+# Where a container sees its own CPU limit: cgroup v2, else v1 (Docker and Kubernetes write
+# `--cpus` and `resources.limits.cpu` there).
+CGROUP_V2_CPU_MAX = Path("/sys/fs/cgroup/cpu.max")
+CGROUP_V1_CPU = Path("/sys/fs/cgroup/cpu")
+MAX_WORKERS = 64
+# ACCESS_LOG: which requests get an access-log line (see access_log.py).
+ACCESS_LOG_CHOICES = ("api", "all", "off")
+# GUNICORN_WORKER_CLASS: gevent (the default: one thread, a greenlet per connection, redis-py's
+# sockets made cooperative) or gthread (GUNICORN_THREADS threads per worker).
+WORKER_CLASSES = ("gevent", "gthread")
+
+
+def _read(path: Path) -> str | None:
+    try:
+        return path.read_text().strip()
+    except OSError:  # absent (no such cgroup version here) or unreadable
+        return None
+
+
+def cgroup_cpu_quota(
+    cpu_max: Path = CGROUP_V2_CPU_MAX,
+    cfs_quota: Path = CGROUP_V1_CPU / "cpu.cfs_quota_us",
+    cfs_period: Path = CGROUP_V1_CPU / "cpu.cfs_period_us",
+) -> float | None:
+    """The CPUs the cgroup quota allows (1.5 for `--cpus 1.5`), or None when there is none.
+
+    cgroup v2's cpu.max holds "QUOTA PERIOD" ("max PERIOD": no limit); v1 has the two in
+    files of their own (quota -1: no limit)."""
+    v2 = _read(cpu_max)
+    if v2 is not None:
+        quota, _, period = v2.partition(" ")
+    else:
+        quota, period = _read(cfs_quota), _read(cfs_period)
+    try:
+        cpus = int(quota) / int(period)
+    except (TypeError, ValueError, ZeroDivisionError):  # "max", absent, or unreadable
+        return None
+    return cpus if cpus > 0 else None
+
+
+def usable_cpus(quota: float | None = None, affinity: int | None = None) -> int:
+    """The CPUs this process may use: the fewest of the cgroup quota (rounded up: a worker
+    more can use 1.5 CPUs, a worker fewer cannot) and the CPUs it may run on; at least 1.
+
+    Without arguments, read from this process's cgroup and affinity."""
+    if affinity is None:
+        affinity = len(os.sched_getaffinity(0))
+    if quota is None:
+        quota = cgroup_cpu_quota()
+    limits = [affinity] + ([math.ceil(quota)] if quota else [])
+    return max(1, min(limits))
+
+
 @dataclass(frozen=True)
 class ServeSettings:
     """gunicorn's settings (gunicorn_conf.py turns them into its configuration)."""
 
     port: int = 8080
-    workers: int = 1  # WEB_CONCURRENCY; in Kubernetes, scale with replicas first
-    threads: int = 8
+    # WEB_CONCURRENCY: by default one worker process per CPU the container may use (one Python
+    # process uses one CPU at most). In Kubernetes, scale with replicas first.
+    workers: int = 1
+    worker_class: str = "gevent"
+    threads: int = 8  # gthread only
     timeout: int = 30
     # After the drain: the time in-flight requests get to finish.
     graceful_timeout: int = 20
     # After SIGTERM: readiness answers 503 while requests are still served, so that whoever
     # polls readiness (a load balancer, compose's healthcheck) stops sending traffic first.
     drain_delay: float = 3.0
+    # Which requests get an access-log line: see access_log.py.
+    access_log: str = "api"
 
     @classmethod
     def from_env(cls) -> ServeSettings:
         return cls(
             port=env_int("PORT", cls.port, 1, 65535),
-            workers=env_int("WEB_CONCURRENCY", cls.workers, 1, 64),
+            workers=env_int("WEB_CONCURRENCY", min(usable_cpus(), MAX_WORKERS), 1, MAX_WORKERS),
+            worker_class=env_choice("GUNICORN_WORKER_CLASS", cls.worker_class, WORKER_CLASSES),
             threads=env_int("GUNICORN_THREADS", cls.threads, 1, 256),
             timeout=env_int("GUNICORN_TIMEOUT", cls.timeout, 1, 3600),
             graceful_timeout=env_int("GRACEFUL_TIMEOUT", cls.graceful_timeout, 1, 3600),
             drain_delay=env_float("DRAIN_DELAY", cls.drain_delay, 0, 300),
+            access_log=env_choice("ACCESS_LOG", cls.access_log, ACCESS_LOG_CHOICES),
         )

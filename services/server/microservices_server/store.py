@@ -1,8 +1,10 @@
 """The counter in Redis: read, increment (idempotently), reset, ping.
 
-The increment and its Idempotency-Key record are one Lua script, which Redis runs atomically:
-two retries of the same request racing each other cannot both increment, and a key is never
-recorded without its increment (or the other way round).
+With an Idempotency-Key, the increment and the key's record are one Lua script, which Redis
+runs atomically: two retries of the same request racing each other cannot both increment, and
+a key is never recorded without its increment (or the other way round). Without a key there is
+nothing to record: a plain INCRBY (atomic, one round trip, and a tenth of the script's work in
+Redis) returns the count.
 """
 
 from __future__ import annotations
@@ -78,12 +80,13 @@ class CounterStore:
         return int(value) if value is not None else 0
 
     def increment(self, amount: int, idempotency_key: str | None = None) -> Increment:
-        keys = [COUNT_KEY]
-        if idempotency_key is not None:
-            keys.append(IDEMPOTENCY_PREFIX + idempotency_key)
         try:
+            if idempotency_key is None:
+                # INCRBY answers an integer reply: the exact int64, no Lua number in between.
+                return Increment(self.redis.incrby(COUNT_KEY, amount), False, amount)
             count, replayed, recorded = self._increment(
-                keys=keys, args=[amount, self.idempotency_ttl]
+                keys=[COUNT_KEY, IDEMPOTENCY_PREFIX + idempotency_key],
+                args=[amount, self.idempotency_ttl],
             )
         except redis.ResponseError as exc:
             if "overflow" in str(exc):

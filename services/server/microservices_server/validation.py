@@ -26,6 +26,10 @@ def _no_constants(name: str) -> None:
     raise ApiError(400, f"{name} is not a number")
 
 
+# Built once: json.loads with hooks builds a new decoder on every call.
+_DECODER = json.JSONDecoder(object_pairs_hook=_no_duplicates, parse_constant=_no_constants)
+
+
 def parse_increment(body: bytes, content_type: str | None, max_increment: int) -> int:
     if body == b"":
         return 1
@@ -33,11 +37,7 @@ def parse_increment(body: bytes, content_type: str | None, max_increment: int) -
     if mimetype != "application/json":
         raise ApiError(415, "send an empty body or application/json")
     try:
-        data = json.loads(
-            body.decode("utf-8"),
-            object_pairs_hook=_no_duplicates,
-            parse_constant=_no_constants,
-        )
+        data = _DECODER.decode(body.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
         raise ApiError(400, "body is not valid JSON") from None
     if not isinstance(data, dict) or set(data) != {"increment"}:
