@@ -35,6 +35,23 @@ def test_concurrent_increments_sum_exactly(server):
     assert server.count() == 800 * 3
 
 
+def test_answers_on_one_keep_alive_connection(server):
+    """Head and body go out in one write when the body is whole (wire.py); every other kind of
+    answer still comes out as HTTP says, on the same connection."""
+    with requests.Session() as session:
+        post = session.post(server.url + "/", json={"increment": 2}, timeout=5)
+        head = session.head(server.url + "/", timeout=5)
+        missing = session.get(server.url + "/nowhere", timeout=5)
+        metrics = session.get(server.url + "/metrics", timeout=5)
+        again = session.post(server.url + "/", timeout=5)
+    assert post.json() == {"count": 2}
+    assert post.headers["Content-Length"] == str(len(post.content))
+    assert (head.status_code, head.content) == (200, b"")
+    assert missing.status_code == 404 and "error" in missing.json()
+    assert "http_requests_total" in metrics.text
+    assert again.json() == {"count": 3}
+
+
 def access_lines(server: Server) -> list[str]:
     return [line for line in server.lines if '" 200 ' in line]
 
