@@ -4,8 +4,12 @@ Loaded by microservices-server as `gunicorn -c python:microservices_server.gunic
 (plain `gunicorn -c python:...` works the same). It only reads settings and names hooks: the
 app is imported by each worker after fork, never here (see lifecycle.py for why).
 
-PORT (8080), WEB_CONCURRENCY worker processes (1), GUNICORN_THREADS threads per worker (8),
+PORT (8080), WEB_CONCURRENCY worker processes (one per CPU the container may use),
+GUNICORN_WORKER_CLASS (gevent; or gthread with GUNICORN_THREADS threads, 8), ACCESS_LOG (api),
 GUNICORN_TIMEOUT (30 s), DRAIN_DELAY (3 s) and GRACEFUL_TIMEOUT (20 s): see settings.py.
+
+Why gevent, one worker per CPU, and a shared listening socket rather than reuse_port: measured
+with scripts/benchmark (README, "Measured").
 """
 
 from __future__ import annotations
@@ -23,8 +27,14 @@ _settings = ServeSettings.from_env()
 # it on 127.0.0.1) or through a Service.
 bind = [f"0.0.0.0:{_settings.port}"]
 workers = _settings.workers
+# gevent: one thread per worker, a greenlet per connection; the worker patches the socket
+# module before it imports the app, so redis-py's sockets yield instead of blocking (and keep
+# their REDIS_TIMEOUT). No threads handing the GIL to each other on every socket call.
 worker_class = _settings.worker_class
 threads = _settings.threads
+# Not reuse_port: with one shared socket, gunicorn's gevent workers accept one connection at a
+# time each and the less busy one takes more; hashing connections to per-worker sockets split
+# the CPU 55/45 to 60/40 where the shared socket gave 50/50 to 55/45.
 timeout = _settings.timeout
 graceful_timeout = _settings.graceful_timeout
 keepalive = 5
