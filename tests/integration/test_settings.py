@@ -17,6 +17,7 @@ SERVER_AND_AWAIT = [
     ("REDIS_TIMEOUT", "soon"),
     ("MAX_INCREMENT", "0"),
     ("IDEMPOTENCY_TTL", "-5"),
+    ("CLIENT_STALE_AFTER", "0"),
     ("LOG_FORMAT", "xml"),
     ("LOG_LEVEL", "loud"),
 ]

@@ -20,6 +20,7 @@ import requests
 from .client import http_session
 from .config import env_float, env_str, env_url, exit_on_config_error
 from .heartbeat import DEFAULT_FILE, Heartbeat
+from .identity import user_agent
 from .logs import log_event, setup_logging
 from .signals import StopSignal
 
@@ -56,7 +57,8 @@ class Worker:
     heartbeat: Heartbeat
 
     def http_session(self) -> requests.Session:
-        return http_session(f"microservices-{self.name}")
+        # `microservices-counter/1.0.0 (<hostname>)`: the server's page shows each pod by it.
+        return http_session(user_agent(self.name))
 
 
 def start(name: str) -> Worker:

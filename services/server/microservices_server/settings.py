@@ -7,6 +7,7 @@ stops it with one line naming the variable (exit 2) instead of a traceback in ev
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from urllib.parse import parse_qs, urlsplit
@@ -62,6 +63,13 @@ class Settings:
     # bounds the memory the records take (see README, "What is guaranteed").
     idempotency_ttl: int = 600
     max_body_bytes: int = 1024
+    # The page shows a counter or poller "stale" once it has not been seen for this long
+    # (they call every INTERVAL, 1 s); it is forgotten after 12 times as long.
+    client_stale_after: float = 10.0
+
+    @property
+    def clients_ttl(self) -> int:
+        return math.ceil(12 * self.client_stale_after)
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -72,6 +80,7 @@ class Settings:
             api_key=env_str("API_KEY"),
             max_increment=env_int("MAX_INCREMENT", cls.max_increment, 1, 2**31),
             idempotency_ttl=env_int("IDEMPOTENCY_TTL", cls.idempotency_ttl, 1, 30 * 24 * 3600),
+            client_stale_after=env_float("CLIENT_STALE_AFTER", cls.client_stale_after, 0.5, 3600),
         )
 
 
