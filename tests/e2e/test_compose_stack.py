@@ -1,12 +1,16 @@
 """What the compose stack promises beyond the scenarios: hardened, non-root containers, images
-that carry only their own service, and a Redis healthcheck that an auth error fails."""
+that carry only their own service, a Redis healthcheck that an auth error fails, and the live
+page through the published port."""
 
 import json
 import subprocess
 
 import pytest
+import requests
 
+from tests.browser.chromium import Page, assert_clean, chromium, require_chromium
 from tests.e2e.backends import ComposeBackend, run
+from tests.support import wait_for
 
 COMPONENTS = ["redis", "server", "counter", "poller"]
 
@@ -100,3 +104,31 @@ def test_redis_password_is_not_on_the_command_line(compose):
     assert "redis-server" in processes
     assert "e2e-redis-password" not in processes
     assert "e2e-redis-password" not in json.dumps(state["Config"]["Cmd"])
+
+
+def test_a_browser_gets_the_page_through_the_published_port(compose):
+    page = requests.get(compose.server_url + "/", headers={"Accept": "text/html"}, timeout=5)
+    assert page.status_code == 200
+    assert page.headers["Content-Type"].startswith("text/html")
+    assert page.headers["Content-Security-Policy"].startswith("default-src 'self'")
+    assert page.headers["X-Content-Type-Options"] == "nosniff"
+    assert 'data-testid="count"' in page.text
+    script = requests.get(compose.server_url + "/static/page.js", timeout=5)
+    assert script.status_code == 200  # the image carries the static files
+    assert "count" in requests.get(compose.server_url + "/", timeout=5).json()
+
+
+def test_the_page_shows_the_stack_in_a_real_browser(compose):
+    """The page through the published port: every tier up, each worker by its container's
+    hostname (the User-Agent the images send), the count rising; no console error, nothing
+    from another host."""
+    require_chromium()
+    ids = {c: compose.container(c)["Config"]["Hostname"] for c in ("counter", "poller")}
+    with chromium() as driver:
+        page = Page(driver, compose.server_url).open()
+        for tier in ("data", "app", "counter", "poller"):
+            page.wait_status(tier, "up", timeout=60)
+        for kind, hostname in ids.items():
+            wait_for(lambda k=kind, h=hostname: h in page.tier(k).text, what=f"{kind} {hostname}")
+        page.wait_count_rises()
+        assert_clean(driver, compose.server_url)
