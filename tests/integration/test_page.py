@@ -2,8 +2,12 @@
 headers, the status endpoint (one round trip, bounded), the clients seen and the history.
 What a real browser makes of it: tests/browser."""
 
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
 import pytest
 from microservices_common.identity import version
+from microservices_server.page import Snapshots, snapshots
 from microservices_server.store import (
     CLIENTS_KEY,
     HISTORY_KEY,
@@ -184,6 +188,7 @@ def test_history_forgets_the_seconds_that_left_the_window(client, redis_client):
 def test_one_redis_round_trip_per_request(app, monkeypatch):
     """Recording the clients and the history adds no round trip to GET and POST, and the
     status costs one, however many clients and seconds it reports."""
+    snapshots(app).fresh_for = 0  # every status reads Redis (see the test below)
     client = app.test_client()
     requests = [
         lambda: client.get("/", headers=POLLER),
@@ -207,3 +212,40 @@ def test_one_redis_round_trip_per_request(app, monkeypatch):
     sent.clear()
     assert client.get("/", headers={"Accept": "text/html"}).status_code == 200
     assert sent == []  # the page itself never touches Redis
+
+
+class CountingStore:
+    """A store whose snapshot is counted, and waits for `release` (a stuck Redis)."""
+
+    def __init__(self, store, release: threading.Event):
+        self.store, self.release, self.reads = store, release, 0
+
+    def snapshot(self):
+        self.reads += 1
+        self.release.wait(10)
+        return self.store.snapshot()
+
+
+def test_a_dozen_pages_cost_one_read_and_a_stuck_redis_holds_one_thread(store):
+    shared = Snapshots(fresh_for=60)
+    release = threading.Event()
+    release.set()
+    counting = CountingStore(store, release)
+    first = shared.read(counting, on_error=lambda: None)
+    assert first.snapshot is not None
+    with ThreadPoolExecutor(12) as pool:
+        readings = list(pool.map(lambda _: shared.read(counting, lambda: None), range(12)))
+    assert counting.reads == 1
+    assert all(reading is first for reading in readings)
+
+    shared.fresh_for = 0  # every page now wants a new reading, and Redis is stuck
+    release.clear()
+    with ThreadPoolExecutor(12) as pool:
+        stuck = pool.submit(shared.read, counting, lambda: None)
+        wait_for(lambda: counting.reads == 2, what="one thread reading the stuck Redis")
+        # The other pages do not wait for it: they get the latest reading at once.
+        others = list(pool.map(lambda _: shared.read(counting, lambda: None), range(11)))
+        assert all(reading is first for reading in others)
+        assert counting.reads == 2
+        release.set()
+        assert stuck.result(10).snapshot is not None

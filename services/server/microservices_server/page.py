@@ -2,8 +2,9 @@
 
 GET /            with an Accept header that names text/html first: the page (api.py asks
                  `wants_page`); every other client keeps getting {"count": N}
-GET /api/status  what the page polls every second: JSON, one Redis round trip, always 200
-                 (a Redis outage is part of the answer, not an error of the endpoint)
+GET /api/status  what the page polls every second: JSON, always 200 (a Redis outage is part
+                 of the answer, not an error of the endpoint); one Redis round trip, shared
+                 by every page this process serves (see Snapshots)
 GET /static/...  the page's script, stylesheet and icon: nothing comes from another host
 
 The page itself is served without touching Redis. Its script fills it in from /api/status with
@@ -14,16 +15,20 @@ HTML. Every response carries SECURITY_HEADERS; the CSP allows nothing but this s
 from __future__ import annotations
 
 import os
+import threading
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import redis
-from flask import Blueprint, Flask, Response, render_template, request
+from flask import Blueprint, Flask, Response, current_app, render_template, request
 from microservices_common.identity import Client, hostname, version
 
 from .state import runtime
-from .store import HISTORY_SECONDS, Snapshot
+from .store import HISTORY_SECONDS, CounterStore, Snapshot
 
 bp = Blueprint("page", __name__)
+EXTENSION = "microservices.page"
 
 SECURITY_HEADERS = {
     # No inline script or style, no other host; nor may another site frame the page.
@@ -67,6 +72,57 @@ def status():
     return status_body(), 200, {"Cache-Control": "no-store"}
 
 
+@dataclass(frozen=True)
+class Reading:
+    """One read of the store for the page: its snapshot, or why there is none."""
+
+    taken: float  # time.monotonic()
+    snapshot: Snapshot | None
+    error: str = ""
+    latency_ms: float = 0.0
+
+
+class Snapshots:
+    """The status that every page this process serves shares: Redis is read at most once per
+    `fresh_for` seconds and by one thread at a time, the others taking the latest reading. A
+    dozen pages cost Redis what one does, and a stuck Redis holds one of the server's threads
+    for REDIS_TIMEOUT, not one per page (the API and the probes need them)."""
+
+    def __init__(self, fresh_for: float = 0.5) -> None:
+        self.fresh_for = fresh_for
+        self._lock = threading.Lock()
+        self._latest: Reading | None = None
+
+    def read(self, store: CounterStore, on_error: Callable[[], None]) -> Reading:
+        latest = self._latest
+        if latest is not None and time.monotonic() - latest.taken < self.fresh_for:
+            return latest
+        # Only the very first reading is waited for; after it, whoever finds another thread
+        # reading takes the latest one.
+        if not self._lock.acquire(blocking=latest is None):
+            return latest
+        try:
+            latest = self._latest
+            if latest is not None and time.monotonic() - latest.taken < self.fresh_for:
+                return latest  # read by the thread we waited for
+            started = time.perf_counter()
+            snapshot, error = None, ""
+            try:
+                snapshot = store.snapshot()
+            except redis.RedisError as exc:
+                on_error()
+                error = f"{type(exc).__name__}: {exc}"
+            latency = round((time.perf_counter() - started) * 1000, 1)
+            self._latest = Reading(time.monotonic(), snapshot, error, latency)
+            return self._latest
+        finally:
+            self._lock.release()
+
+
+def snapshots(app: Flask | None = None) -> Snapshots:
+    return (app or current_app).extensions[EXTENSION]
+
+
 def status_body() -> dict:
     state = runtime()
     app_tier = {
@@ -77,18 +133,16 @@ def status_body() -> dict:
         "uptime": round(time.time() - STARTED),
         "draining": state.draining.is_set(),
     }
-    started = time.perf_counter()
-    try:
-        snapshot = state.store.snapshot()
-    except redis.RedisError as exc:
-        state.metrics.redis_error("status")
+    reading = snapshots().read(state.store, lambda: state.metrics.redis_error("status"))
+    snapshot = reading.snapshot
+    if snapshot is None:
         unknown = {"status": "stale", "reason": "unknown while Redis is down", "pods": []}
         return {
             "count": None,
             "rate": None,
             "history": None,
             "tiers": {
-                "data": {"status": "down", "reason": f"{type(exc).__name__}: {exc}"},
+                "data": {"status": "down", "reason": reading.error},
                 "app": app_tier,
                 "counter": unknown,
                 "poller": unknown,
@@ -98,7 +152,7 @@ def status_body() -> dict:
         "status": "up",
         "version": snapshot.redis_version,
         "uptime": snapshot.redis_uptime,
-        "latency_ms": round((time.perf_counter() - started) * 1000, 1),
+        "latency_ms": reading.latency_ms,
     }
     history = per_second(snapshot)
     stale_after = state.settings.client_stale_after
@@ -157,5 +211,6 @@ def security_headers(response: Response) -> Response:
 def init_app(app: Flask) -> None:
     """Serve the page's status endpoint; give every response (the page, its static files,
     the API) the security headers."""
+    app.extensions[EXTENSION] = Snapshots()
     app.after_request(security_headers)
     app.register_blueprint(bp)
