@@ -62,6 +62,9 @@ def test_redis_down_shows_on_the_open_page_and_recovers(page, stack):
         assert page.status("app") == "up"  # the server answers, without Redis
         assert page.count() is not None  # the last count known stays, dimmed
         assert page.find("body").get_attribute("data-stale") == "true"
+        # Screen readers hear the change (a polite live region, out of sight).
+        announced = page.find("[aria-live]").get_attribute("textContent")
+        assert "Data tier down" in announced
         # A page opened during the outage is served too.
         page.open()
         page.wait_status("data", "down")
@@ -124,6 +127,15 @@ def test_client_strings_are_shown_as_text_never_as_html(page, stack):
     finally:
         redis.zrem(CLIENTS_KEY, member)
         redis.close()
+
+
+def test_counts_past_2_to_the_53_are_shown_exactly(page, browser):
+    """JavaScript numbers lose digits past 2^53; the count may go up to 2^63-1."""
+    page.wait_count_rises()
+    shown = browser.execute_script(
+        "return BigInt(parse('{\"count\": 9223372036854775807}').count).toLocaleString('en')"
+    )
+    assert shown == "9,223,372,036,854,775,807"
 
 
 def test_readable_at_320_pixels(page, browser):

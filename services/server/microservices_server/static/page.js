@@ -20,6 +20,7 @@ const countText = document.querySelector('[data-testid="count"]');
 const rateText = document.querySelector('[data-testid="rate"]');
 const chart = document.querySelector('[data-testid="chart"]');
 let rendered = false; // no announcements for the first answer, only for changes after it
+const changes = []; // the tiers whose status changed with this answer, for screen readers
 
 function element(tag, text, className) {
   const node = document.createElement(tag);
@@ -48,9 +49,13 @@ function setTier(name, status, reason) {
   panel.dataset.status = status;
   field(panel, "status").textContent = status;
   field(panel, "reason").textContent = reason || "";
-  if (changed && rendered) {
-    field(document, "announce").textContent = `${TIER_NAMES[name]} ${status}. ${reason || ""}`;
-  }
+  if (changed && rendered) changes.push(`${TIER_NAMES[name]} ${status}. ${reason || ""}`);
+}
+
+function announceChanges() {
+  if (changes.length) field(document, "announce").textContent = changes.join(" ");
+  changes.length = 0;
+  rendered = true;
 }
 
 function setDetails(name, pairs) {
@@ -62,14 +67,12 @@ function setPods(kind, pods) {
   const items = pods.slice(0, PODS_SHOWN).map((pod) => {
     const item = element("li");
     item.dataset.status = pod.status;
+    const version = pod.version ? `v${pod.version}, ` : "";
     item.append(
       element("span", pod.status, "badge"),
       " ",
       element("span", pod.host || "(no hostname)", "host"),
-      " ",
-      element("span", pod.version ? `v${pod.version}` : "", "version"),
-      " ",
-      element("span", `${LAST_DONE[kind]} ${duration(pod.age)} ago`, "age"),
+      element("span", `${version}${LAST_DONE[kind]} ${duration(pod.age)} ago`, "meta"),
     );
     return item;
   });
@@ -121,7 +124,8 @@ function render(status) {
   setDetails("app", [
     ["pod", app.hostname],
     ["version", app.version],
-    ["process", `pid ${app.pid}, up for ${duration(app.uptime)}`],
+    ["worker", `pid ${app.pid}`],
+    ["up for", duration(app.uptime)],
   ]);
   for (const [kind, tier] of [["counter", counter], ["poller", poller]]) {
     setTier(kind, tier.status, tier.reason);
@@ -137,7 +141,7 @@ function render(status) {
     field(countSection, "note").textContent = "";
   }
   field(document, "updated").textContent = `Updated ${new Date().toLocaleTimeString()}`;
-  rendered = true;
+  announceChanges();
 }
 
 function unreachable(reason) {
@@ -149,7 +153,7 @@ function unreachable(reason) {
   setPods("counter", []);
   setPods("poller", []);
   markStale("(the last count known: the server does not answer)");
-  rendered = true;
+  announceChanges();
 }
 
 async function poll() {
