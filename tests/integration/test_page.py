@@ -159,6 +159,18 @@ def test_client_records_are_bounded_and_expire(client, redis_client):
     assert f"pod-{MAX_CLIENTS + 19}" in hosts
 
 
+def test_a_record_redis_refuses_fails_no_read(client, redis_client):
+    """The poller's GET writes its record in the same script; Redis out of memory refuses
+    the write, and the read goes on as a plain GET would."""
+    client.post("/", json={"increment": 2})
+    redis_client.config_set("maxmemory", 1)  # every write now refused (noeviction)
+    try:
+        assert client.post("/", headers=COUNTER).status_code == 503
+        assert client.get("/", headers=POLLER).get_json() == {"count": 2}
+    finally:
+        redis_client.config_set("maxmemory", 0)
+
+
 def test_history_counts_the_increments_of_each_second(client, redis_client):
     key = {"Idempotency-Key": "history-1"}
     client.post("/", json={"increment": 4}, headers=key)

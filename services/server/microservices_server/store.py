@@ -29,7 +29,8 @@ HISTORY_KEY = "{microservices}:history"
 HISTORY_SECONDS = 300
 
 # Shared by the scripts: the time on Redis' clock (one clock for every server pod), and the
-# record of a client seen (ARGV: the client, '' for none, and how long it is remembered).
+# record of a client seen (the client, '' for none, and how long it is remembered). The record
+# is for the page only: pcall, so that a write Redis refuses (out of memory) fails no request.
 LUA_COMMON = f"""
 local function now()
   local t = redis.call('TIME')
@@ -37,10 +38,10 @@ local function now()
 end
 local function seen(key, client, keep, at)
   if client == '' then return end
-  redis.call('ZADD', key, at, client)
-  redis.call('ZREMRANGEBYSCORE', key, '-inf', at - keep)
-  redis.call('ZREMRANGEBYRANK', key, 0, -{MAX_CLIENTS + 1})
-  redis.call('EXPIRE', key, keep)
+  redis.pcall('ZADD', key, at, client)
+  redis.pcall('ZREMRANGEBYSCORE', key, '-inf', at - keep)
+  redis.pcall('ZREMRANGEBYRANK', key, 0, -{MAX_CLIENTS + 1})
+  redis.pcall('EXPIRE', key, keep)
 end
 """
 
@@ -58,16 +59,18 @@ return redis.call('GET', KEYS[1])
 # Idempotency-Key's record (optional); ARGV[1] the increment, ARGV[2] the record's TTL in
 # seconds, ARGV[3] the client, ARGV[4] how long it is remembered, ARGV[5] HISTORY_SECONDS.
 # Returns {count, replayed, the increment first recorded under this key}.
+# The client is recorded last: once a script has written, Redis lets it write on even past
+# maxmemory, so INCRBY must stay the first write (refused when Redis is out of memory).
 # Numbers travel as strings: Lua's numbers are doubles (exact only up to 2^53) and `..`
 # prints them with 14 digits, while GET returns the count exactly as Redis keeps it (int64).
 INCREMENT_SCRIPT = (
     LUA_COMMON
     + """
 local at = now()
-seen(KEYS[2], ARGV[3], tonumber(ARGV[4]), at)
 if KEYS[4] then
   local recorded = redis.call('GET', KEYS[4])
   if recorded then
+    seen(KEYS[2], ARGV[3], tonumber(ARGV[4]), at)
     local sep = string.find(recorded, ':', 1, true)
     return {string.sub(recorded, sep + 1), 1, string.sub(recorded, 1, sep - 1)}
   end
@@ -86,6 +89,7 @@ if redis.call('HINCRBY', KEYS[3], second, ARGV[1]) == tonumber(ARGV[1]) then
   end
   redis.call('EXPIRE', KEYS[3], window)
 end
+seen(KEYS[2], ARGV[3], tonumber(ARGV[4]), at)
 return {count, 0, ARGV[1]}
 """
 )
@@ -137,8 +141,8 @@ class CounterStore:
         return cls(client, settings.idempotency_ttl, settings.clients_ttl)
 
     def get(self, client: str | None = None) -> int:
-        """The count; `client` (a support-tier client, see clients.py) is recorded as seen in
-        the same round trip."""
+        """The count; `client` (a support-tier client's record, identity.Client.member) is
+        recorded as seen in the same round trip."""
         if client is None:
             value = self.redis.get(COUNT_KEY)
         else:
