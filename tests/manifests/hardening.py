@@ -15,7 +15,7 @@ SERVER_IMAGES = {"microservices/server"}
 COUNTER_IMAGES = {"microservices/counter"}
 WORKER_IMAGES = COUNTER_IMAGES | {"microservices/poller"}
 HEARTBEAT_MODULE = "microservices_common.heartbeat"
-DEFAULT_HEARTBEAT = "/tmp/heartbeat"  # noqa: S108 - the services' default, not a file we make
+DEFAULT_HEARTBEAT = "/tmp/heartbeat"  # the services' default
 # The services' defaults, for the settings a manifest leaves unset.
 DEFAULTS = {
     "DRAIN_DELAY": 3.0,
