@@ -3,28 +3,26 @@ project's own rules (restricted pods, probes, resources, pinned images, wiring t
 
 from __future__ import annotations
 
+import copy
 import shutil
 import subprocess
 
 import kubernetes_validate
 import pytest
 
+from tests.manifests import compose
+from tests.manifests.hardening import grace_problems, is_server
 from tests.manifests.render import (
     KUBERNETES_VERSION,
     LESSONS,
     OVERLAYS,
     ROOT,
+    all_sets,
     kustomize,
-    lesson_objects,
 )
 from tests.manifests.rules import VAR_REF, containers, pod_specs, selects, service_variables
 
 RESTRICTED = ("enforce", "audit", "warn")
-
-
-def all_sets(rendered):
-    yield from ((f"overlay {o}", rendered[o]) for o in OVERLAYS)
-    yield from ((f"lesson {lesson}", lesson_objects(lesson)) for lesson in LESSONS)
 
 
 def test_every_object_validates_strictly(rendered):
@@ -184,14 +182,51 @@ def test_service_discovery_as_the_lessons_teach(rendered):
 
 
 def test_graceful_shutdown_fits_in_the_grace_period(rendered):
-    for overlay in OVERLAYS:
-        for _, _, spec in pod_specs(rendered[overlay]):
-            for c in spec["containers"]:
-                if c["name"] != "server":
-                    continue
-                sleep = int(c["lifecycle"]["preStop"]["exec"]["command"][-1])
-                drain = int(next(e["value"] for e in c["env"] if e["name"] == "GRACEFUL_TIMEOUT"))
-                assert spec["terminationGracePeriodSeconds"] > sleep + drain, overlay
+    """terminationGracePeriodSeconds >= preStop sleep + DRAIN_DELAY + GRACEFUL_TIMEOUT + 2 s for
+    every pod running the server (defaults where unset: 30 s grace, drain 3 s, graceful 20 s),
+    and likewise compose's stop_grace_period."""
+    problems = [p for where, objects in all_sets(rendered) for p in grace_problems(where, objects)]
+    assert problems + compose.grace_problems(compose.load()) == []
+    servers = [
+        where
+        for where, objects in all_sets(rendered)
+        for _, _, spec in pod_specs(objects)
+        for c in spec["containers"]
+        if is_server(c)
+    ]
+    assert len(servers) >= len(OVERLAYS) + len(LESSONS)
+
+
+@pytest.mark.parametrize(
+    ("env", "grace", "fails"),
+    [
+        ({}, 35, False),  # 5 + 3 + 20 + 2 = 30
+        ({}, 29, True),
+        ({}, 27, True),  # enough before there was a drain: 5 + 20 + 2
+        ({"DRAIN_DELAY": "10"}, 35, True),
+        ({"GRACEFUL_TIMEOUT": "26"}, 35, True),
+        ({"DRAIN_DELAY": "0", "GRACEFUL_TIMEOUT": "10"}, 17, False),
+    ],
+)
+def test_the_grace_rule_counts_the_drain(rendered, env, grace, fails):
+    objects = copy.deepcopy(rendered["prod"])
+    [app] = [
+        o for o in objects if o["kind"] == "Deployment" and o["metadata"]["name"] == "app-tier"
+    ]
+    spec = app["spec"]["template"]["spec"]
+    spec["terminationGracePeriodSeconds"] = grace
+    server = next(c for c in spec["containers"] if c["name"] == "server")
+    server["env"] = [e for e in server["env"] if e["name"] not in env]
+    server["env"] += [{"name": k, "value": v} for k, v in env.items()]
+    assert bool(grace_problems("planted", objects)) == fails
+
+
+def test_the_compose_grace_rule_counts_the_drain():
+    planted = compose.load()
+    planted["services"]["server"]["stop_grace_period"] = "24s"  # 3 + 20 + 2 = 25
+    assert compose.grace_problems(planted)
+    del planted["services"]["server"]["stop_grace_period"]  # Docker's 10 s
+    assert compose.grace_problems(planted)
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
