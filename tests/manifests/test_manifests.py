@@ -266,12 +266,15 @@ def test_the_overlays_really_differ(rendered):
     def kinds(overlay):
         return [o["kind"] for o in rendered[overlay]]
 
-    def replicas(overlay, name):
+    def deployment(overlay, name):
         return next(
-            o["spec"]["replicas"]
+            o
             for o in rendered[overlay]
             if o["kind"] == "Deployment" and o["metadata"]["name"] == name
         )
+
+    def replicas(overlay, name):
+        return deployment(overlay, name)["spec"]["replicas"]
 
     def redis_conf(overlay):
         cm = next(o for o in rendered[overlay] if o["kind"] == "ConfigMap")
@@ -285,7 +288,7 @@ def test_the_overlays_really_differ(rendered):
         assert "appendonly yes" in redis_conf(overlay)
         assert "appendfsync everysec" in redis_conf(overlay)
     assert "HorizontalPodAutoscaler" not in kinds("staging")
-    assert replicas("prod", "app-tier") >= 2
+    assert "replicas" not in deployment("prod", "app-tier")["spec"]  # the HPA's to set
     hpa = next(o for o in rendered["prod"] if o["kind"] == "HorizontalPodAutoscaler")
     assert hpa["apiVersion"] == "autoscaling/v2" and hpa["spec"]["minReplicas"] >= 2
     assert "PodDisruptionBudget" in kinds("prod")
@@ -319,3 +322,73 @@ def test_secrets_are_generated_with_the_keys_the_pods_use(rendered):
                     if ref:
                         assert ref["name"] == secret["metadata"]["name"]
                         assert ref["key"] in secret["data"]
+
+
+def test_the_hpa_owns_the_replicas_of_what_it_scales(rendered):
+    """A replicas field beside an HPA resets its count on every apply."""
+    owned = 0
+    for overlay in OVERLAYS:
+        objects = rendered[overlay]
+        for hpa in (o for o in objects if o["kind"] == "HorizontalPodAutoscaler"):
+            target = hpa["spec"]["scaleTargetRef"]
+            workload = next(
+                o
+                for o in objects
+                if o["kind"] == target["kind"] and o["metadata"]["name"] == target["name"]
+            )
+            assert "replicas" not in workload["spec"], f"{overlay}: {target['name']}"
+            owned += 1
+    assert owned, "some overlay autoscales"
+
+
+def ingress_allows(policies: list[dict], to_labels: dict, port: int, source: dict) -> bool:
+    """Whether some policy selecting pods with `to_labels` lets `source` in on `port`.
+    `source` is {"pod": labels, "namespace": labels or None (the same namespace)}."""
+    for policy in policies:
+        spec = policy["spec"]
+        if "Ingress" not in spec["policyTypes"] or not selects(
+            spec["podSelector"].get("matchLabels", {}), to_labels
+        ):
+            continue
+        for rule in spec.get("ingress", []):
+            if not any(p.get("port") == port for p in rule.get("ports", [{"port": port}])):
+                continue
+            for peer in rule.get("from", []):
+                pods = peer.get("podSelector", {}).get("matchLabels", {})
+                namespaces = peer.get("namespaceSelector")
+                same_namespace = namespaces is None and source["namespace"] is None
+                other = namespaces is not None and source["namespace"] is not None
+                if (
+                    same_namespace
+                    or (other and selects(namespaces.get("matchLabels", {}), source["namespace"]))
+                ) and selects(pods, source["pod"]):
+                    return True
+    return False
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_scraped_pods_can_be_scraped_and_still_reached(rendered, overlay):
+    """Scrape annotations are useless if the namespace's default deny blocks every scraper;
+    and no policy that lets a scraper in may cut the counter off from the server."""
+    objects = rendered[overlay]
+    policies = [o for o in objects if o["kind"] == "NetworkPolicy"]
+    app = next(
+        o for o in objects if o["kind"] == "Deployment" and o["metadata"]["name"] == "app-tier"
+    )
+    labels = app["spec"]["template"]["metadata"]["labels"]
+    annotations = app["spec"]["template"]["metadata"].get("annotations", {})
+    isolated = any(
+        "Ingress" in p["spec"]["policyTypes"]
+        and selects(p["spec"]["podSelector"].get("matchLabels", {}), labels)
+        for p in policies
+    )
+    if isolated:
+        support = {"pod": {"tier": "support"}, "namespace": None}
+        assert ingress_allows(policies, labels, 8080, support), "support -> app on 8080"
+    if annotations.get("prometheus.io/scrape") == "true" and isolated:
+        prometheus = {
+            "pod": {"app.kubernetes.io/name": "prometheus"},
+            "namespace": {"kubernetes.io/metadata.name": "monitoring"},
+        }
+        port = int(annotations["prometheus.io/port"])
+        assert ingress_allows(policies, labels, port, prometheus), "a scraper may reach /metrics"
