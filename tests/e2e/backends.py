@@ -45,11 +45,12 @@ class ComposeBackend:
         self.project = project or os.environ.get("E2E_COMPOSE_PROJECT", "microservices-e2e")
         self.port = free_port()
         self.server_url = f"http://127.0.0.1:{self.port}"
+        self.api_key = "e2e-api-key"
         self.env = {
             **os.environ,
             "SERVER_PORT": str(self.port),
             "LOG_FORMAT": "json",
-            "API_KEY": "e2e-api-key",
+            "API_KEY": self.api_key,
             "REDIS_PASSWORD": "e2e-redis-password",
         }
 

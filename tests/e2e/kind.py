@@ -186,6 +186,19 @@ class KindBackend:
         self._logs = {c: PodLogs(self, self.tiers[c], c) for c in self.containers}
         self._watchdog_stop = threading.Event()
 
+    @property
+    def api_key(self) -> str:
+        """API_KEY of the overlay's Secret (from the env file its secretGenerator reads)."""
+        overlay = self.kustomize_root / "overlays" / self.overlay
+        kustomization = yaml.safe_load((overlay / "kustomization.yaml").read_text())
+        env_file = kustomization["secretGenerator"][0]["envs"][0]
+        values = dict(
+            line.split("=", 1)
+            for line in (overlay / env_file).read_text().splitlines()
+            if "=" in line and not line.startswith("#")
+        )
+        return values["API_KEY"]
+
     # --- the plan: plain command lists -------------------------------------------------------
 
     def kubectl(self, *args: str) -> list[str]:

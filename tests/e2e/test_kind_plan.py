@@ -12,6 +12,7 @@ import yaml
 from tests.e2e.backends import ROOT
 from tests.e2e.kind import KindBackend, ready_pods, remembered_replicas, started_pods
 from tests.manifests.render import kustomize
+from tests.readme import block_after
 
 
 @pytest.mark.parametrize("overlay", ["dev", "staging", "prod"])
@@ -159,3 +160,31 @@ def test_persistence_follows_the_overlay(rendered):
     for overlay in ("staging", "prod"):
         kinds = {o["kind"] for o in rendered[overlay]}
         assert KindBackend(overlay).has_persistence and "PersistentVolumeClaim" in kinds
+
+
+def test_the_api_key_is_the_overlays(tmp_path):
+    assert KindBackend("dev").api_key
+    backend = KindBackend("prod")
+    backend.kustomize_root = tmp_path / "kustomize"
+    shutil.copytree(ROOT / "kustomize", backend.kustomize_root)
+    (backend.kustomize_root / "overlays/prod/secrets.env").write_text(
+        "REDIS_PASSWORD=p\nAPI_KEY=k\n"
+    )
+    assert backend.api_key == "k"
+
+
+def test_the_readme_way_to_point_an_overlay_at_a_local_redis(tmp_path):
+    lines = block_after("Without registry access")
+    start = next(i for i, line in enumerate(lines) if line.startswith("cat >> "))
+    end = lines.index("END", start)
+    target = lines[start].split()[2]
+    tree = tmp_path / "kustomize"
+    shutil.copytree(ROOT / "kustomize", tree)
+    overlay = tmp_path / target
+    overlay.write_text(overlay.read_text() + "\n".join(lines[start + 1 : end]) + "\n")
+    loaded = next(line.split()[-1] for line in lines if line.startswith("kind load"))
+    objects = kustomize(overlay.parent)
+    data = next(
+        o for o in objects if o["kind"] == "Deployment" and o["metadata"]["name"] == "data-tier"
+    )
+    assert [c["image"] for c in data["spec"]["template"]["spec"]["containers"]] == [loaded]
