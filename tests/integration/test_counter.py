@@ -109,6 +109,22 @@ def test_a_long_interval_keeps_the_heartbeat_fresh(run, tmp_path):
     assert check.returncode == 0, check.stderr
 
 
+def test_a_long_retry_wait_keeps_the_heartbeat_fresh(run, tmp_path):
+    """The same inside a tick: a retry waiting out Retry-After (up to RETRY_CAP, which may be
+    far above the probe's --max-age) is alive, not hung."""
+    heartbeat = tmp_path / "heartbeat"
+    later = answer(503, {"error": "later"}, Retry_After="6")
+    with ScriptedPeer([later], then=ACKNOWLEDGED) as peer:
+        counter = run(
+            COUNTER, peer.url, INTERVAL="60", RETRY_CAP="6", HEARTBEAT_FILE=str(heartbeat)
+        )
+        wait_events(counter, "retrying")
+        time.sleep(3.5)  # well past --max-age, well before the retry
+        assert len(peer.requests) == 1, "the retry came early: the test proves nothing"
+        check = heartbeat_check(heartbeat, max_age=2)
+    assert check.returncode == 0, check.stderr
+
+
 # 2. No answer kills the counter; an unclear one is retried with the same key
 
 
