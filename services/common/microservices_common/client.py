@@ -13,6 +13,11 @@ def http_session(user_agent: str) -> requests.Session:
     return session
 
 
+def excerpt(response: requests.Response, limit: int = 200) -> str:
+    """The start of an answer's body on one line (an HTML error page has many)."""
+    return " ".join(response.text.split())[:limit]
+
+
 def count_in(response: requests.Response) -> int | None:
     """The count of a `200 {"count": <int>}` answer; None for anything else (an HTML page
     from an ingress, `{"total": 5}`, `[]`, `{"count": true}`)."""

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 
 import requests
 from microservices_common.backoff import Backoff
-from microservices_common.client import count_in
+from microservices_common.client import count_in, excerpt
 from microservices_common.config import (
     ConfigError,
     env_float,
@@ -60,7 +60,7 @@ def outcome_of(response: requests.Response) -> Outcome:
         return Outcome(count=count)
     status = response.status_code
     if 400 <= status < 500 and status not in RETRYABLE_4XX:
-        return Outcome(rejection=f"HTTP {status} {response.text.strip()[:200]}")
+        return Outcome(rejection=f"HTTP {status} {excerpt(response)}")
     problem = f"HTTP {status}" if status != 200 else 'HTTP 200 without {"count": <int>}'
     return Outcome(problem=problem, retry_after=retry_after(response))
 
@@ -163,9 +163,11 @@ class Counter:
                 f"retry {attempt} in {wait:.2f}s with the same key",
                 logging.WARNING,
                 attempt=attempt,
+                problem=outcome.problem,
+                retry_in=round(wait, 3),
                 **fields,
             )
-            if self.worker.stop.wait(wait):
+            if self.worker.wait(wait):
                 return self.abandon("stopping", fields)
         return None  # not reached: delays() never ends
 
