@@ -40,7 +40,8 @@ class WorkerSettings:
         return cls(
             api_url=env_url("API_URL", cls.api_url, ("http", "https")),
             interval=env_float("INTERVAL", cls.interval, 0.01, 3600),
-            request_timeout=env_float("REQUEST_TIMEOUT", cls.request_timeout, 0.1, 300),
+            # Below the liveness probe's --max-age (30 s): a request in flight cannot beat.
+            request_timeout=env_float("REQUEST_TIMEOUT", cls.request_timeout, 0.1, 20),
             heartbeat_file=env_str("HEARTBEAT_FILE", DEFAULT_FILE),
         )
 

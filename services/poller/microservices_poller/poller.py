@@ -10,7 +10,7 @@ import sys
 from collections.abc import Callable
 
 import requests
-from microservices_common.client import count_in, excerpt
+from microservices_common.client import count_in, excerpt, send
 from microservices_common.logs import log_event
 from microservices_common.runner import Worker, run
 
@@ -18,7 +18,7 @@ from microservices_common.runner import Worker, run
 def poll_once(session: requests.Session, worker: Worker) -> None:
     settings = worker.settings
     try:
-        response = session.get(settings.api_url + "/", timeout=settings.request_timeout)
+        response = send(session, "GET", settings.api_url + "/", settings.request_timeout)
     except requests.RequestException as exc:
         problem = f"{type(exc).__name__}: {exc}"
     else:
