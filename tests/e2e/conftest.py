@@ -6,10 +6,12 @@ from tests.e2e.backends import backend_from_env
 
 
 @pytest.fixture(scope="session")
-def backend():
+def backend(request):
+    """Started once for the session. Its set-up (images, a cluster) is not counted against
+    the first test's timeout: pytest-timeout times test functions only (pyproject.toml)."""
     backend = backend_from_env()
     try:
         backend.start()
         yield backend
     finally:
-        backend.teardown()
+        backend.teardown(failed=request.session.testsfailed > 0)

@@ -1,11 +1,18 @@
-"""The kind backend cannot run on a machine where no cluster can start (CI), but its plan can
-be checked: every file it names exists, the images it loads are the ones the overlay runs,
-and it restarts and scales the Deployments the overlay defines."""
+"""The kind backend cannot run where no cluster can start (CI), but its plan and its
+decisions can be checked: the files it names exist, the images it loads are the ones the
+overlay runs, it never touches the user's kubeconfig or clusters, every forward names a Ready
+pod that is not terminating, logs are followed per pod, and a stopped tier comes back with the
+replicas it had."""
+
+import shutil
 
 import pytest
 import yaml
 
-from tests.e2e.backends import ROOT, KindBackend
+from tests.e2e.backends import ROOT
+from tests.e2e.kind import KindBackend, ready_pods, remembered_replicas, started_pods
+from tests.manifests.render import kustomize
+from tests.readme import block_after
 
 
 @pytest.mark.parametrize("overlay", ["dev", "staging", "prod"])
@@ -20,7 +27,8 @@ def test_plan_matches_the_overlay(rendered, overlay):
 
     assert plan[0][:3] == ["kind", "create", "cluster"]
     config = ROOT / plan[0][plan[0].index("--config") + 1]
-    assert yaml.safe_load(config.read_text())["kind"] == "Cluster"
+    node_image = yaml.safe_load(config.read_text())["nodes"][0]["image"]
+    assert "@sha256:" in node_image, "the node image is pinned by digest"
 
     loaded = {argv[-1] for argv in plan if argv[:3] == ["kind", "load", "docker-image"]}
     built = {argv[argv.index("-t") + 1] for argv in plan if argv[:2] == ["docker", "build"]}
@@ -45,12 +53,106 @@ def test_plan_matches_the_overlay(rendered, overlay):
         labels = deployments[deployment]["spec"]["template"]["metadata"]["labels"]
         assert labels["tier"] == backend.tiers[component]
 
-    services = {o["metadata"]["name"] for o in objects if o["kind"] == "Service"}
-    assert "service/app-tier" in backend.port_forward_command()
-    assert "app-tier" in services
-    restart = backend.restart_commands("app")
-    assert restart[0][-3:] == ["rollout", "restart", "deployment/app-tier"]
-    assert backend.teardown_commands() == [["kind", "delete", "cluster", "--name", backend.cluster]]
+
+def test_the_run_is_isolated_from_the_users_clusters():
+    first, second = KindBackend(), KindBackend()
+    assert first.cluster != second.cluster, "a cluster name of the run's own"
+    commands = [
+        *first.setup_commands(),
+        *first.scale_commands("app", 0),
+        *first.restart_commands("app"),
+        first.port_forward_command("app-tier-abc"),
+        first.export_logs_command(),
+    ]
+    for argv in commands:
+        if argv[0] == "kubectl" or argv[:2] == ["kind", "create"]:
+            assert argv[argv.index("--kubeconfig") + 1] == str(first.kubeconfig), argv
+    assert str(first.kubeconfig).startswith(str(first.workdir))
+    assert first.teardown_commands() == [], "never delete a cluster the run did not create"
+    first._created = True
+    assert first.teardown_commands()[0][:5] == [
+        "kind",
+        "delete",
+        "cluster",
+        "--name",
+        first.cluster,
+    ]
+
+
+def pod(name, created, ready=True, terminating=False, counter_state="running"):
+    metadata = {"name": name, "creationTimestamp": created}
+    if terminating:
+        metadata["deletionTimestamp"] = "2026-01-01T00:10:00Z"
+    return {
+        "metadata": metadata,
+        "status": {
+            "conditions": [{"type": "Ready", "status": "True" if ready else "False"}],
+            "containerStatuses": [{"name": "counter", "state": {counter_state: {}}}],
+        },
+    }
+
+
+def test_the_forward_names_a_ready_pod_that_is_not_terminating():
+    pods = {
+        "items": [
+            # Ready the longest, but in its preStop sleep: kubectl port-forward svc/ would pick it.
+            pod("app-tier-old", "2026-01-01T00:00:00Z", terminating=True),
+            pod("app-tier-new", "2026-01-01T00:05:00Z"),
+            pod("app-tier-starting", "2026-01-01T00:06:00Z", ready=False),
+        ]
+    }
+    assert ready_pods(pods) == ["app-tier-new"]
+    forward = KindBackend().port_forward_command("app-tier-new")
+    assert "pod/app-tier-new" in forward
+    assert not any(arg.startswith(("service/", "svc/", "deployment/")) for arg in forward)
+
+
+def test_logs_are_followed_per_pod_from_their_start():
+    pods = {
+        "items": [
+            pod("support-tier-a", "2026-01-01T00:00:00Z", counter_state="terminated"),
+            pod("support-tier-b", "2026-01-01T00:05:00Z"),
+            pod("support-tier-c", "2026-01-01T00:06:00Z", counter_state="waiting"),
+        ]
+    }
+    assert started_pods(pods, "counter") == ["support-tier-a", "support-tier-b"]
+    command = KindBackend().pod_logs_command("support-tier-a", "counter")
+    assert "pod/support-tier-a" in command and "--follow" in command
+    assert not any(arg.startswith("deployment/") for arg in command)
+
+
+def test_a_stopped_tier_comes_back_with_the_replicas_it_had():
+    assert remembered_replicas(None, "3") == 3
+    # Stopped twice (or left at 0 by a failed test): the first count is kept, never 0.
+    assert remembered_replicas(3, "0") == 3
+    assert remembered_replicas(None, "0") == 1
+
+
+def test_prod_without_its_secrets_fails_before_anything_is_built(tmp_path):
+    backend = KindBackend("prod")
+    backend.kustomize_root = tmp_path / "kustomize"
+    shutil.copytree(ROOT / "kustomize", backend.kustomize_root)
+    (backend.kustomize_root / "overlays/prod/secrets.env").unlink(missing_ok=True)
+    with pytest.raises(RuntimeError, match="secrets.env"):
+        backend.preflight()
+
+
+def test_air_gapped_plan_loads_and_uses_the_local_redis_image(tmp_path):
+    image = "microservices-airgap/redis:7.0-bookworm"
+    backend = KindBackend("staging", redis_image=image, workdir=tmp_path)
+    plan = backend.setup_commands()
+    assert ["kind", "load", "docker-image", "--name", backend.cluster, image] in plan
+    backend.prepare_overlay()
+    apply = next(argv for argv in plan if "apply" in argv)
+    objects = kustomize(backend.overlay_dir())
+    assert str(backend.overlay_dir()) == apply[-1]
+    redis = [
+        c["image"]
+        for o in objects
+        if o["kind"] == "Deployment" and o["metadata"]["name"] == "data-tier"
+        for c in o["spec"]["template"]["spec"]["containers"]
+    ]
+    assert redis == [image]
 
 
 def test_persistence_follows_the_overlay(rendered):
@@ -58,3 +160,31 @@ def test_persistence_follows_the_overlay(rendered):
     for overlay in ("staging", "prod"):
         kinds = {o["kind"] for o in rendered[overlay]}
         assert KindBackend(overlay).has_persistence and "PersistentVolumeClaim" in kinds
+
+
+def test_the_api_key_is_the_overlays(tmp_path):
+    assert KindBackend("dev").api_key
+    backend = KindBackend("prod")
+    backend.kustomize_root = tmp_path / "kustomize"
+    shutil.copytree(ROOT / "kustomize", backend.kustomize_root)
+    (backend.kustomize_root / "overlays/prod/secrets.env").write_text(
+        "REDIS_PASSWORD=p\nAPI_KEY=k\n"
+    )
+    assert backend.api_key == "k"
+
+
+def test_the_readme_way_to_point_an_overlay_at_a_local_redis(tmp_path):
+    lines = block_after("Without registry access")
+    start = next(i for i, line in enumerate(lines) if line.startswith("cat >> "))
+    end = lines.index("END", start)
+    target = lines[start].split()[2]
+    tree = tmp_path / "kustomize"
+    shutil.copytree(ROOT / "kustomize", tree)
+    overlay = tmp_path / target
+    overlay.write_text(overlay.read_text() + "\n".join(lines[start + 1 : end]) + "\n")
+    loaded = next(line.split()[-1] for line in lines if line.startswith("kind load"))
+    objects = kustomize(overlay.parent)
+    data = next(
+        o for o in objects if o["kind"] == "Deployment" and o["metadata"]["name"] == "data-tier"
+    )
+    assert [c["image"] for c in data["spec"]["template"]["spec"]["containers"]] == [loaded]

@@ -10,7 +10,7 @@ import sys
 from collections.abc import Callable
 
 import requests
-from microservices_common.client import count_in
+from microservices_common.client import count_in, excerpt, send
 from microservices_common.logs import log_event
 from microservices_common.runner import Worker, run
 
@@ -18,7 +18,7 @@ from microservices_common.runner import Worker, run
 def poll_once(session: requests.Session, worker: Worker) -> None:
     settings = worker.settings
     try:
-        response = session.get(settings.api_url + "/", timeout=settings.request_timeout)
+        response = send(session, "GET", settings.api_url + "/", settings.request_timeout)
     except requests.RequestException as exc:
         problem = f"{type(exc).__name__}: {exc}"
     else:
@@ -26,7 +26,7 @@ def poll_once(session: requests.Session, worker: Worker) -> None:
         if count is not None:
             log_event(worker.log, "count", f"Current counter: {count}", count=count)
             return
-        problem = f"HTTP {response.status_code}: {response.text.strip()[:200]}"
+        problem = f"HTTP {response.status_code}: {excerpt(response)}"
     log_event(worker.log, "poll_failed", f"Could not read the counter: {problem}", logging.WARNING)
 
 
