@@ -12,6 +12,10 @@ def backend(request):
     backend = backend_from_env()
     try:
         backend.start()
+    except BaseException:
+        backend.teardown(failed=True)  # keep what the failed set-up needs to be understood
+        raise
+    try:
         yield backend
     finally:
         backend.teardown(failed=request.session.testsfailed > 0)

@@ -31,7 +31,7 @@ import requests
 import yaml
 
 from tests.e2e.backends import ROOT, run
-from tests.support import free_port, wait_for
+from tests.support import free_port, setting, wait_for
 
 KIND_CONFIG = "tests/e2e/kind-config.yaml"
 
@@ -49,15 +49,19 @@ def ready_pods(pods: dict) -> list[str]:
     return [name for _, name in sorted(ready, reverse=True)]
 
 
-def started_pods(pods: dict, container: str) -> list[str]:
-    """Pods whose `container` has started (running or finished): their logs can be read."""
-    names = []
+def containers_of(pods: dict, container: str, state: str | None = None) -> list[tuple[str, int]]:
+    """(pod, restart count) of every pod's `container` that has started (running or finished),
+    or only of those in `state`: one container instance each, since a restart starts a new log."""
+    found = []
     for pod in pods["items"]:
         for status in pod.get("status", {}).get("containerStatuses", []):
-            state = status.get("state", {})
-            if status["name"] == container and ("running" in state or "terminated" in state):
-                names.append(pod["metadata"]["name"])
-    return names
+            current = status.get("state", {})
+            started = (
+                state in current if state else ("running" in current or "terminated" in current)
+            )
+            if status["name"] == container and started:
+                found.append((pod["metadata"]["name"], status.get("restartCount", 0)))
+    return found
 
 
 def remembered_replicas(previous: int | None, current: str) -> int:
@@ -69,13 +73,14 @@ def remembered_replicas(previous: int | None, current: str) -> int:
 
 
 class PodLogs:
-    """Follows the logs of `container` in every pod of `tier`, each from its first line."""
+    """Follows the log of `container` in every pod of `tier`: each container instance (a pod,
+    and a restart inside it) from its first line to its last."""
 
     def __init__(self, backend: KindBackend, tier: str, container: str):
         self.backend, self.tier, self.container = backend, tier, container
-        self.lines: dict[str, list[str]] = {}  # pod name -> its lines, in order
-        self.order: list[str] = []  # pods in the order they were first seen
-        self._streams: dict[str, subprocess.Popen] = {}
+        # (pod, restart count) -> its lines; in the order first seen
+        self.segments: dict[tuple[str, int], list[str]] = {}
+        self._streams: dict[tuple[str, int], subprocess.Popen] = {}
         self._lock = threading.Lock()
 
     def pods(self) -> dict:
@@ -84,57 +89,49 @@ class PodLogs:
         )
 
     def refresh(self) -> None:
-        """Start following every started pod not yet followed, or whose stream ended while
-        the pod still runs (each follow re-reads the log from its start)."""
-        for name in started_pods(self.pods(), self.container):
-            stream = self._streams.get(name)
-            if stream is None or (stream.poll() is not None and name not in self._finished()):
-                self._follow(name)
+        """Follow every container instance not yet followed, and again one whose stream ended
+        while it still runs (a follow re-reads the current instance's log from its start)."""
+        pods = self.pods()
+        running = set(containers_of(pods, self.container, "running"))
+        for key in containers_of(pods, self.container):
+            stream = self._streams.get(key)
+            if stream is None or (stream.poll() is not None and key in running):
+                self._follow(key)
 
-    def _finished(self) -> set[str]:
-        pods = self.pods()["items"]
-        running = {
-            p["metadata"]["name"]
-            for p in pods
-            for s in p.get("status", {}).get("containerStatuses", [])
-            if s["name"] == self.container and "running" in s.get("state", {})
-        }
-        return set(self._streams) - running
-
-    def _follow(self, pod: str) -> None:
+    def _follow(self, key: tuple[str, int]) -> None:
         stream = subprocess.Popen(
-            self.backend.pod_logs_command(pod, self.container),
+            self.backend.pod_logs_command(key[0], self.container),
             cwd=ROOT,
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
             text=True,
         )
         with self._lock:
-            if pod not in self.lines:
-                self.order.append(pod)
-            self.lines[pod] = []  # the follow starts from the first line again
-            self._streams[pod] = stream
-        threading.Thread(target=self._read, args=(pod, stream), daemon=True).start()
+            self.segments[key] = []  # the follow starts from the first line again
+            self._streams[key] = stream
+        threading.Thread(target=self._read, args=(key, stream), daemon=True).start()
 
-    def _read(self, pod: str, stream: subprocess.Popen) -> None:
+    def _read(self, key: tuple[str, int], stream: subprocess.Popen) -> None:
         for line in stream.stdout:
             with self._lock:
-                if self._streams.get(pod) is stream:
-                    self.lines[pod].append(line.rstrip("\n"))
+                if self._streams.get(key) is stream:
+                    self.segments[key].append(line.rstrip("\n"))
 
     def settle(self, timeout: float = 60) -> None:
-        """Wait until the streams of pods that are gone have delivered their last line."""
-        for name in self._finished():
-            stream = self._streams[name]
-            try:
-                stream.wait(timeout)
-            except subprocess.TimeoutExpired:
-                stream.terminate()
+        """Wait until the streams of instances no longer running have delivered their last
+        line (`kubectl logs --follow` ends when its container does)."""
+        running = set(containers_of(self.pods(), self.container, "running"))
+        for key, stream in list(self._streams.items()):
+            if key not in running:
+                try:
+                    stream.wait(timeout)
+                except subprocess.TimeoutExpired:
+                    stream.terminate()
 
     def text(self) -> str:
         self.refresh()
         with self._lock:
-            return "\n".join(line for pod in self.order for line in self.lines[pod])
+            return "\n".join(line for lines in self.segments.values() for line in lines)
 
     def close(self) -> None:
         for stream in self._streams.values():
@@ -168,12 +165,16 @@ class KindBackend:
         self.overlay = overlay
         # Unique to the run: a cluster of the user's with the usual name is never touched.
         self.cluster = cluster or f"microservices-e2e-{secrets.token_hex(3)}"
+        # A generated name is the run's own from the start: if `kind create` is interrupted
+        # half-way, teardown may still delete what it left. A given name may be the user's.
+        self._created = cluster is None
         self.namespace = f"microservices-{overlay}"
         self.has_persistence = overlay in ("staging", "prod")
         # Air-gapped: a local Redis image, loaded into the cluster and set in the overlay.
         self.redis_image = redis_image
         self.kustomize_root = ROOT / "kustomize"
-        self.workdir = Path(workdir or tempfile.mkdtemp(prefix="kind-e2e-"))
+        # Made by start(): planning alone leaves nothing behind.
+        self.workdir = Path(workdir or Path(tempfile.gettempdir()) / f"kind-e2e-{self.cluster}")
         self.kubeconfig = self.workdir / "kubeconfig"
         self.artifacts = Path(os.environ.get("E2E_ARTIFACTS", ROOT / "e2e-artifacts"))
         self.port = free_port()
@@ -182,7 +183,6 @@ class KindBackend:
         self._forward_lock = threading.RLock()
         self._forward_log = None
         self._replicas: dict[str, int] = {}  # of each tier stopped by stop_tier
-        self._created = False
         self._logs = {c: PodLogs(self, self.tiers[c], c) for c in self.containers}
         self._watchdog_stop = threading.Event()
 
@@ -247,8 +247,14 @@ class KindBackend:
                 "180s",
             ]
         ]
+        build_args = [
+            arg
+            for name in ("PYTHON_IMAGE", "PIP_INSTALL_FLAGS")
+            if (value := setting(name))
+            for arg in ("--build-arg", f"{name}={value}")
+        ]
         for service, image in self.images.items():
-            commands.append(["docker", "build", "--target", service, "-t", image, "."])
+            commands.append(["docker", "build", "--target", service, *build_args, "-t", image, "."])
             commands.append(["kind", "load", "docker-image", "--name", self.cluster, image])
         if self.redis_image:
             commands.append(
@@ -299,8 +305,6 @@ class KindBackend:
             str(self.artifacts / "kind"),
             "--name",
             self.cluster,
-            "--kubeconfig",
-            str(self.kubeconfig),
         ]
 
     def teardown_commands(self) -> list[list[str]]:
@@ -322,6 +326,7 @@ class KindBackend:
 
     def start(self) -> None:
         self.preflight()
+        self.workdir.mkdir(parents=True, exist_ok=True)
         self.prepare_overlay()
         self.artifacts.mkdir(parents=True, exist_ok=True)
         commands = self.setup_commands()
@@ -329,10 +334,14 @@ class KindBackend:
         self._created = True
         for argv in commands[1:]:
             run(argv, timeout=900)
-        for logs in self._logs.values():
-            logs.refresh()
+        self._refresh_logs()
         self._reforward()
-        threading.Thread(target=self._watch_forward, daemon=True).start()
+        threading.Thread(target=self._watch, daemon=True).start()
+
+    def _refresh_logs(self, tier: str | None = None) -> None:
+        for component, logs in self._logs.items():
+            if tier in (None, self.tiers[component]):
+                logs.refresh()
 
     def app_pods(self) -> dict:
         return json.loads(run(self.kubectl("get", "pods", "-l", "tier=app", "-o", "json")))
@@ -363,14 +372,16 @@ class KindBackend:
                 what=f"the forward to {pod} (see {self.artifacts}/port-forward.log)",
             )
 
-    def _watch_forward(self) -> None:
-        """A forward dies with its pod: forward again, to a pod that is Ready now."""
+    def _watch(self) -> None:
+        """Every second: a forward that died with its pod is forwarded again, to a pod that
+        is Ready now; and every new pod's log is followed from its start."""
         while not self._watchdog_stop.wait(1):
-            if self._forward is not None and self._forward.poll() is not None:
-                try:
+            try:
+                if self._forward is not None and self._forward.poll() is not None:
                     self._reforward()
-                except Exception as exc:  # noqa: BLE001 - keep watching; tests see the outage
-                    print(f"kind e2e: could not forward again: {exc}", flush=True)
+                self._refresh_logs()
+            except Exception as exc:  # noqa: BLE001 - keep watching; tests see the outage
+                print(f"kind e2e: watch: {exc}", flush=True)
 
     def _close_forward(self) -> None:
         if self._forward and self._forward.poll() is None:
@@ -386,6 +397,7 @@ class KindBackend:
             self.kubectl("get", f"deployment/{deployment}", "-o", "jsonpath={.spec.replicas}")
         ).strip()
         self._replicas[tier] = remembered_replicas(self._replicas.get(tier), current)
+        self._refresh_logs(tier)  # every pod about to go is followed before it goes
         for argv in self.scale_commands(tier, 0):
             run(argv)
         # Gone, not only going: then their log streams have delivered the last line.
@@ -406,6 +418,7 @@ class KindBackend:
     def start_tier(self, tier: str) -> None:
         for argv in self.scale_commands(tier, self._replicas.get(tier, 1)):
             run(argv)
+        self._refresh_logs(tier)
         if tier == "app":
             self._reforward()
 
@@ -435,11 +448,15 @@ class KindBackend:
 
     def teardown(self, failed: bool = False) -> None:
         self._watchdog_stop.set()
-        self._close_forward()
+        with self._forward_lock:  # not while the watch is forwarding again
+            self._close_forward()
         for logs in self._logs.values():
             logs.close()
         if self._created and failed:
-            run(self.export_logs_command(), check=False)
+            self.artifacts.mkdir(parents=True, exist_ok=True)
+            result = subprocess.run(self.export_logs_command(), capture_output=True, text=True)
+            if result.returncode != 0:
+                print(f"kind export logs failed:\n{result.stdout}{result.stderr}", flush=True)
         for argv in self.teardown_commands():
             run(argv, check=False)
         shutil.rmtree(self.workdir, ignore_errors=True)

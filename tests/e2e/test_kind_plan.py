@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from tests.e2e.backends import ROOT
-from tests.e2e.kind import KindBackend, ready_pods, remembered_replicas, started_pods
+from tests.e2e.kind import KindBackend, containers_of, ready_pods, remembered_replicas
 from tests.manifests.render import kustomize
 from tests.readme import block_after
 
@@ -68,15 +68,25 @@ def test_the_run_is_isolated_from_the_users_clusters():
         if argv[0] == "kubectl" or argv[:2] == ["kind", "create"]:
             assert argv[argv.index("--kubeconfig") + 1] == str(first.kubeconfig), argv
     assert str(first.kubeconfig).startswith(str(first.workdir))
-    assert first.teardown_commands() == [], "never delete a cluster the run did not create"
-    first._created = True
-    assert first.teardown_commands()[0][:5] == [
-        "kind",
-        "delete",
-        "cluster",
-        "--name",
-        first.cluster,
-    ]
+    assert not first.workdir.exists(), "planning leaves nothing behind"
+    # A generated name is the run's own even if `kind create` was interrupted...
+    delete = first.teardown_commands()[0]
+    assert delete[:5] == ["kind", "delete", "cluster", "--name", first.cluster]
+    # ... a name given by the user is deleted only once this run created it.
+    theirs = KindBackend(cluster="my-cluster")
+    assert theirs.teardown_commands() == [], "never delete a cluster the run did not create"
+    # kind export logs knows --name only.
+    assert "--kubeconfig" not in first.export_logs_command()
+
+
+def test_air_gapped_builds_use_the_local_base_image(monkeypatch):
+    monkeypatch.setenv("PYTHON_IMAGE", "microservices-airgap/python:3.11-bookworm")
+    monkeypatch.setenv("PIP_INSTALL_FLAGS", "--no-index --find-links=/wheelhouse")
+    builds = [argv for argv in KindBackend().setup_commands() if argv[:2] == ["docker", "build"]]
+    assert len(builds) == 3
+    for argv in builds:
+        assert "PYTHON_IMAGE=microservices-airgap/python:3.11-bookworm" in argv
+        assert "PIP_INSTALL_FLAGS=--no-index --find-links=/wheelhouse" in argv
 
 
 def pod(name, created, ready=True, terminating=False, counter_state="running"):
@@ -115,7 +125,8 @@ def test_logs_are_followed_per_pod_from_their_start():
             pod("support-tier-c", "2026-01-01T00:06:00Z", counter_state="waiting"),
         ]
     }
-    assert started_pods(pods, "counter") == ["support-tier-a", "support-tier-b"]
+    assert containers_of(pods, "counter") == [("support-tier-a", 0), ("support-tier-b", 0)]
+    assert containers_of(pods, "counter", "running") == [("support-tier-b", 0)]
     command = KindBackend().pod_logs_command("support-tier-a", "counter")
     assert "pod/support-tier-a" in command and "--follow" in command
     assert not any(arg.startswith("deployment/") for arg in command)

@@ -4,6 +4,7 @@ air-gapped settings in .env for docker compose."""
 
 import json
 import os
+import re
 import shlex
 import subprocess
 
@@ -11,20 +12,30 @@ from tests.readme import ROOT, block_after, run_try_it, split_comment
 from tests.support import Service, free_port, wait_for
 
 
-def without_containers() -> tuple[dict[str, str], list[list[str]]]:
-    """The block's exported settings and its three service commands."""
-    env, services = {}, []
+def without_containers() -> tuple[dict[str, str], list[list[str]], list[str]]:
+    """The block's exported settings, its three service commands and their comments."""
+    env, services, comments = {}, [], []
     for line in block_after("### Without containers"):
-        command, _ = split_comment(line)
+        command, comment = split_comment(line)
         if command.startswith("export "):
             env.update(item.split("=", 1) for item in shlex.split(command)[1:])
         elif command.startswith(".venv/bin/microservices-"):
             services.append(shlex.split(command.removesuffix("&").strip()))
-    return env, services
+            comments.append(comment)
+    return env, services, comments
+
+
+def promised(comment: str) -> re.Pattern:
+    """What a worker's comment says it prints ("Incremented by k, count is now N, every
+    second"), as a pattern: k and N numbers."""
+    parts = re.split(r"\b([kN])\b", comment.split(", every")[0])
+    return re.compile("".join(r"\d+" if p in ("k", "N") else re.escape(p) for p in parts))
 
 
 def test_without_containers_as_the_readme_says(redis_url):
-    env, commands = without_containers()
+    env, commands, comments = without_containers()
+    assert env["PORT"] != "8080", "compose may hold 8080: the README uses another port"
+    assert f"0.0.0.0:{env['PORT']}" in comments[0], "the README says where the server listens"
     assert [c[0] for c in commands] == [
         ".venv/bin/microservices-server",
         ".venv/bin/microservices-counter",
@@ -36,8 +47,9 @@ def test_without_containers_as_the_readme_says(redis_url):
     processes = [Service(c[0].removeprefix(".venv/bin/"), env, c[1:]) for c in commands]
     server, counter, poller = processes
     try:
-        wait_for(lambda: "Current counter:" in poller.output, 30, what=poller.output)
-        wait_for(lambda: "Incremented by" in counter.output, 30, what=counter.output)
+        wait_for(lambda: promised(comments[2]).search(poller.output), 30, what=poller.output)
+        wait_for(lambda: promised(comments[1]).search(counter.output), 30, what=counter.output)
+        assert f"Listening at: http://0.0.0.0:{port}" in server.output
         run_try_it(env["API_URL"], env["API_KEY"])
     finally:
         for process in reversed(processes):
