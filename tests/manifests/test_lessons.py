@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from tests.manifests import lessons as rule
+from tests.manifests.policies import KUBE_DNS, Endpoint, connects
 from tests.manifests.render import KUBERNETES_VERSION, LESSONS, OVERLAYS, ROOT, lesson_objects
 
 ROLLING = "14-rolling-updates"
@@ -442,3 +443,27 @@ def test_the_policy_claims_fail_when_the_readme_promises_too_much(tmp_path, monk
     monkeypatch.setattr(rule, "ROOT", tmp_path)
     problems = " ".join(rule.policy_claim_problems("19-network-policies"))
     assert "can_connect app-tier data-tier 6379" in problems and "say blocked" in problems
+
+
+@pytest.mark.parametrize("overlay", ["staging", "prod"])
+def test_the_overlays_policies_allow_what_the_app_needs_and_nothing_else(rendered, overlay):
+    """The same evaluator on the network-policies component, as the overlays render it."""
+    objects = rendered[overlay]
+    policies = [o for o in objects if o["kind"] == "NetworkPolicy"]
+    tier = {
+        name: Endpoint(
+            rule.named(objects, "Deployment", f"{name}-tier")["spec"]["template"]["metadata"][
+                "labels"
+            ]
+        )
+        for name in ("data", "app", "support")
+    }
+    allowed = {
+        (source, target, port)
+        for source in tier
+        for target in tier
+        for port in (6379, 8080)
+        if source != target and connects(policies, tier[source], tier[target], port)
+    }
+    assert allowed == {("support", "app", 8080), ("app", "data", 6379)}
+    assert all(connects(policies, pod, KUBE_DNS, 53, "UDP") for pod in tier.values())
