@@ -29,6 +29,7 @@ class Answer:
     status: int = 200
     body: bytes = b""
     headers: dict[str, str] = field(default_factory=dict)
+    trickle: float = 0.0  # seconds between the body's bytes (a server that never quite answers)
 
 
 def answer(status: int, body: Any = None, **headers: str) -> Answer:
@@ -106,7 +107,16 @@ class ScriptedPeer(_Server):
                     self.send_header(name, value)
                 self.send_header("Content-Length", str(len(reply.body)))
                 self.end_headers()
-                self.wfile.write(reply.body)
+                if not reply.trickle:
+                    self.wfile.write(reply.body)
+                    return
+                try:
+                    for byte in reply.body:
+                        self.wfile.write(bytes([byte]))
+                        self.wfile.flush()
+                        time.sleep(reply.trickle)
+                except OSError:  # the client gave up, as it should
+                    self.close_connection = True
 
             do_GET = do_POST = _handle
 

@@ -117,3 +117,25 @@ def test_two_workers_under_plain_gunicorn_add_up_their_metrics(redis_url):
     finally:
         assert gunicorn.stop() == 0
     assert not folder.exists(), "the metrics folder is removed on exit"
+
+
+def catches_sigterm(pid: int) -> bool:
+    """Whether the process has a handler for SIGTERM (bit 15 of SigCgt in /proc)."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    caught = int(re.search(r"^SigCgt:\s*([0-9a-f]+)", status, re.MULTILINE).group(1), 16)
+    return bool(caught & (1 << (signal.SIGTERM - 1)))
+
+
+def test_a_sigterm_while_starting_is_not_lost(redis_url):
+    """As PID 1 a process ignores signals it has no handler for: one sent before gunicorn
+    installs its handlers must still stop the server, gracefully."""
+    server = Server(redis_url, DRAIN_DELAY="0")
+    try:
+        wait_for(lambda: catches_sigterm(server.proc.pid), interval=0.001, what="a handler")
+        early = "Starting gunicorn" not in server.output
+        server.proc.send_signal(signal.SIGTERM)
+        assert server.wait(30) == 0, server.output
+    finally:
+        server.kill()
+    assert early, "gunicorn had started already: the test proves nothing"
+    assert "Shutting down: Master" in server.output

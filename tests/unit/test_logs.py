@@ -15,7 +15,9 @@ def test_text_keeps_every_field_even_when_the_message_says_it():
     line = TextFormatter("counter").format(
         record("Incremented by 10, count is now 49", increment=10, count=49, attempts=1)
     )
-    assert line.endswith("Incremented by 10, count is now 49 increment=10 count=49 attempts=1")
+    assert line.endswith(
+        "Incremented by 10, count is now 49 event=incremented increment=10 count=49 attempts=1"
+    )
 
 
 def test_json_holds_the_fields():

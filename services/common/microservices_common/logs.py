@@ -49,8 +49,9 @@ class TextFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         line = super().format(record)
-        # Every field, for a reader who greps for it (even when the message says it too).
-        extra = [f"{k}={v}" for k, v in getattr(record, "fields", {}).items() if k != "event"]
+        # Every field, for a reader who greps for it (even when the message says it too),
+        # the event first: `event=abandoned` tells ledger lines apart in text too.
+        extra = [f"{k}={v}" for k, v in getattr(record, "fields", {}).items()]
         return " ".join([line, *extra])
 
 

@@ -11,7 +11,7 @@ import sys
 from collections.abc import Callable
 
 import requests
-from microservices_common.client import count_in
+from microservices_common.client import count_in, excerpt, send
 from microservices_common.logs import log_event
 from microservices_common.runner import Worker, run
 
@@ -21,7 +21,7 @@ from .output import OutputFile
 def poll_once(session: requests.Session, worker: Worker, output: OutputFile | None = None) -> None:
     settings = worker.settings
     try:
-        response = session.get(settings.api_url + "/", timeout=settings.request_timeout)
+        response = send(session, "GET", settings.api_url + "/", settings.request_timeout)
     except requests.RequestException as exc:
         problem = f"{type(exc).__name__}: {exc}"
     else:
@@ -31,7 +31,7 @@ def poll_once(session: requests.Session, worker: Worker, output: OutputFile | No
             if output is not None:
                 output.append(f"Current counter: {count}")
             return
-        problem = f"HTTP {response.status_code}: {response.text.strip()[:200]}"
+        problem = f"HTTP {response.status_code}: {excerpt(response)}"
     log_event(worker.log, "poll_failed", f"Could not read the counter: {problem}", logging.WARNING)
 
 

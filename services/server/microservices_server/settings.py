@@ -8,10 +8,11 @@ stops it with one line naming the variable (exit 2) instead of a traceback in ev
 from __future__ import annotations
 
 import re
+import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
-import redis
 from microservices_common.config import ConfigError, env_float, env_int, env_str, env_url
 
 REDIS_SCHEMES = ("redis", "rediss", "unix")
@@ -37,6 +38,8 @@ def redis_url(name: str, default: str) -> str:
     for option in parse_qs(parts.query, keep_blank_values=True):
         if option in OWNED_OPTIONS:
             raise ConfigError(name, value, f"{option} is set by {OWNED_OPTIONS[option]}")
+    import redis  # here, not at the top: gunicorn's master reads ServeSettings only
+
     try:
         # Build (not connect) a connection, as the server will: redis-py rejects a bad value
         # or an unknown option only here, and otherwise only on the first request.
@@ -88,6 +91,8 @@ class ServeSettings:
     # After SIGTERM: readiness answers 503 while requests are still served, so that whoever
     # polls readiness (a load balancer, compose's healthcheck) stops sending traffic first.
     drain_delay: float = 3.0
+    # Where every worker's metrics add up; by default a fresh folder when workers > 1.
+    metrics_dir: str | None = None
 
     @classmethod
     def from_env(cls) -> ServeSettings:
@@ -98,4 +103,20 @@ class ServeSettings:
             timeout=env_int("GUNICORN_TIMEOUT", cls.timeout, 1, 3600),
             graceful_timeout=env_int("GRACEFUL_TIMEOUT", cls.graceful_timeout, 1, 3600),
             drain_delay=env_float("DRAIN_DELAY", cls.drain_delay, 0, 300),
+            metrics_dir=writable_dir("PROMETHEUS_MULTIPROC_DIR"),
         )
+
+
+def writable_dir(name: str) -> str | None:
+    """A folder that is (or can be made) and takes a file: tried, not guessed from the mode
+    bits, which root and read-only mounts make misleading."""
+    value = env_str(name)
+    if value is None:
+        return None
+    try:
+        Path(value).mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=value):
+            pass
+    except OSError as exc:
+        raise ConfigError(name, value, f"not a writable folder ({exc.strerror})") from None
+    return value
