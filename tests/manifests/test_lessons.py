@@ -259,7 +259,7 @@ def test_the_strategic_merge_merges_containers_and_env_by_name():
     _, after = patched("version-2.yaml")
     [server] = after["spec"]["template"]["spec"]["containers"]
     env = {e["name"]: e["value"] for e in server["env"]}
-    assert env["GUNICORN_THREADS"] == "4" and env["REDIS_URL"].startswith("redis://")
+    assert env["MAX_INCREMENT"] == "100" and env["REDIS_URL"].startswith("redis://")
     assert server["image"] == "microservices/server:1.0.0" and "readinessProbe" in server
     assert after["spec"]["template"]["metadata"]["labels"] == {"tier": "app", "version": "2"}
 
