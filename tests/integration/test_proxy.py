@@ -152,11 +152,13 @@ def test_an_upstream_that_goes_away_and_comes_back(own_redis, proxies):
             client.ping()
     assert time.monotonic() - started < 4, "each failure is quick: the proxy closes at once"
     assert proxy.proc.poll() is None
+    wait_for(lambda: proxy.events("upstream_unreachable"), what="the warning")
     [warning] = proxy.events("upstream_unreachable")
     assert warning["level"] == "warning" and "unreachable" in warning["message"]
 
     own_redis.get_wrapped_container().start()
     wait_for(client.ping, 30, interval=0.2, what="Redis through the same proxy")
+    wait_for(lambda: proxy.events("upstream_back"), what="the line saying it is back")
     [back] = proxy.events("upstream_back")
     assert back["failed"] >= 5
     client.close()

@@ -78,7 +78,9 @@ def test_it_authenticates_and_says_when_the_password_is_refused(redis_url, redis
     finally:
         redis_client.execute_command("AUTH", "s3cret")
         redis_client.config_set("requirepass", "")
-    [warning] = refused.events("redis_down")  # one line for the outage, not one per scrape
+    # One line for the outage, not one per scrape (read once the process has printed it).
+    wait_for(lambda: refused.events("redis_down"), what="the warning")
+    [warning] = refused.events("redis_down")
     assert "WRONGPASS" in warning["message"]
 
 
@@ -90,6 +92,7 @@ def test_redis_away_is_up_0_and_back_is_up_1(own_redis, adapters):
     assert adapter.scrape() == {("redis_up", ()): 0}
     own_redis.get_wrapped_container().start()
     wait_for(lambda: adapter.scrape()[("redis_up", ())] == 1, 30, interval=0.2, what="up again")
+    wait_for(lambda: adapter.events("redis_up"), what="the line saying Redis is back")
     assert len(adapter.events("redis_down")) == 1
     assert adapter.events("redis_up")[0]["message"].endswith("answers INFO again")
 
