@@ -37,7 +37,7 @@ benchmark: install
 	$(BIN)/python scripts/benchmark
 
 e2e-kind: install
-	E2E_BACKEND=kind $(BIN)/pytest tests/e2e/test_scenarios.py tests/e2e/test_readme.py
+	E2E_BACKEND=kind $(BIN)/pytest tests/e2e/test_scenarios.py tests/e2e/kind_only tests/e2e/test_readme.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis

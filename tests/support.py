@@ -11,6 +11,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import requests
@@ -144,3 +145,17 @@ class Server(Service):
 
     def count(self) -> int:
         return requests.get(self.url + "/", timeout=5).json()["count"]
+
+
+def post_concurrently(url: str, increment: int, clients: int, each: int) -> list[int]:
+    """`clients` sessions at once, each POSTing `increment` `each` times: every status."""
+
+    def post(_) -> list[int]:
+        with requests.Session() as session:
+            return [
+                session.post(url + "/", json={"increment": increment}, timeout=10).status_code
+                for _ in range(each)
+            ]
+
+    with ThreadPoolExecutor(clients) as pool:
+        return [status for batch in pool.map(post, range(clients)) for status in batch]

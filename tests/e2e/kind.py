@@ -14,6 +14,12 @@ What makes it hold on a real cluster (and not only on paper):
   (e2e-artifacts/ by default), which the workflow uploads.
 
 The command sequences are plain lists, so that tests can check the plan without a cluster.
+
+A rolling update under load (rolling_update_under_load, run by tests/e2e/kind_only with
+`make e2e-kind`): the counter's load mode runs inside the support tier's pod against the app
+tier's Service while the app tier's template changes and every server is replaced; not one
+request may fail. Compose has nothing like it (a recreated container is a restart), so that
+test exists only for this backend.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ import shutil
 import subprocess
 import tempfile
 import threading
+import time
 from pathlib import Path
 
 import requests
@@ -70,6 +77,43 @@ def remembered_replicas(previous: int | None, current: str) -> int:
     if previous is not None:
         return previous
     return int(current) if current and int(current) > 0 else 1
+
+
+ROLLED_REPLICAS = 3  # servers during the rolling update: each is replaced in turn
+LOAD = {"rate": 40, "concurrency": 4, "seconds": 150}  # the counter's load mode, in total
+
+
+def load_summary(output: str) -> dict | None:
+    """The counter's last `load_summary` (LOG_FORMAT=json) in the output of its load mode."""
+    summaries = []
+    for line in output.splitlines():
+        if line.startswith("{"):
+            entry = json.loads(line)
+            if entry.get("event") == "load_summary":
+                summaries.append(entry)
+    return summaries[-1] if summaries else None
+
+
+def rollout_problems(result: dict) -> list[str]:
+    """What a rolling update under load must show: the load ran through the whole rollout and
+    past the old servers' exit, every server was replaced, and no request failed."""
+    summary = result["summary"]
+    problems = []
+    if summary is None:
+        return ["the load generator printed no summary:\n" + result["output"][-2000:]]
+    if summary["failed"]:
+        problems.append(f"{summary['failed']} request(s) failed while the app tier rolled")
+    if not summary["ok"]:
+        problems.append("no request succeeded: the load never reached the app tier")
+    if not result["load_outlived_rollout"]:
+        problems.append("the load ended before the old servers were gone: it proves nothing")
+    if set(result["pods_before"]) & set(result["pods_after"]):
+        problems.append(
+            f"servers not replaced: {set(result['pods_before']) & set(result['pods_after'])}"
+        )
+    if len(result["pods_after"]) < 2:
+        problems.append(f"{len(result['pods_after'])} server(s): a rollout of one pod shows little")
+    return problems
 
 
 class PodLogs:
@@ -291,6 +335,36 @@ class KindBackend:
             self.rollout_status(deployment),
         ]
 
+    def load_command(self) -> list[str]:
+        """The counter's load mode inside the support tier's pod, against API_URL: the app
+        tier's Service, as every client reaches it."""
+        return self.kubectl(
+            "exec",
+            "deploy/support-tier",
+            "-c",
+            "counter",
+            "--",
+            "microservices-counter",
+            "--rate",
+            str(LOAD["rate"]),
+            "--concurrency",
+            str(LOAD["concurrency"]),
+            "--duration",
+            str(LOAD["seconds"]),
+        )
+
+    def rolling_update_commands(self, mark: str) -> list[list[str]]:
+        """A new revision of the app tier (a changed pod template: an annotation), and the
+        wait for its rollout. With an HPA (prod) the app tier has its minimum of 2 servers;
+        without, it is scaled to ROLLED_REPLICAS first."""
+        patch = {"spec": {"template": {"metadata": {"annotations": {"e2e/revision": mark}}}}}
+        commands = [] if self.overlay == "prod" else self.scale_commands("app", ROLLED_REPLICAS)
+        return [
+            *commands,
+            self.kubectl("patch", "deployment/app-tier", "--type=merge", "-p", json.dumps(patch)),
+            self.rollout_status("app-tier"),
+        ]
+
     def pod_logs_command(self, pod: str, container: str) -> list[str]:
         return self.kubectl("logs", "--follow", f"pod/{pod}", "-c", container)
 
@@ -429,6 +503,52 @@ class KindBackend:
             # rollout status returns while old pods may still be Ready in their preStop sleep;
             # the forward must go to a new one.
             self._reforward()
+
+    def app_pod_names(self) -> list[str]:
+        return sorted(p["metadata"]["name"] for p in self.app_pods()["items"])
+
+    def rolling_update_under_load(self) -> dict:
+        """Roll the app tier while the load runs; what rollout_problems judges."""
+        replicas = run(
+            self.kubectl("get", "deployment/app-tier", "-o", "jsonpath={.spec.replicas}")
+        ).strip()
+        *prepare, patch, status = self.rolling_update_commands(secrets.token_hex(4))
+        for argv in prepare:
+            run(argv)
+        before = self.app_pod_names()
+        load = subprocess.Popen(
+            self.load_command(), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+        )
+        try:
+            time.sleep(5)  # the load under way (and a kubectl exec that failed, gone) first
+            if load.poll() is not None:
+                raise RuntimeError(f"the load did not start:\n{load.communicate()[0].decode()}")
+            run(patch)
+            run(status, timeout=400)
+            # Done when the old servers are gone, not only out of the Service.
+            wait_for(
+                lambda: not set(before) & set(self.app_pod_names()),
+                120,
+                interval=1,
+                what="the old servers to exit",
+            )
+            outlived = load.poll() is None
+            output = load.communicate(timeout=LOAD["seconds"] + 60)[0].decode()
+        finally:
+            if load.poll() is None:
+                load.kill()
+        after = self.app_pod_names()
+        if self.overlay != "prod":
+            for argv in self.scale_commands("app", int(replicas or 1)):
+                run(argv)
+        self._reforward()
+        return {
+            "summary": load_summary(output),
+            "output": output,
+            "load_outlived_rollout": outlived,
+            "pods_before": before,
+            "pods_after": after,
+        }
 
     def restarts(self, component: str) -> tuple[int, str]:
         tier = self.tiers[component]

@@ -58,6 +58,38 @@ def test_images_carry_only_their_own_service(compose, component, absent):
     assert "ModuleNotFoundError" in result.stderr
 
 
+@pytest.mark.parametrize("component", ["server", "counter", "poller"])
+@pytest.mark.parametrize(
+    ("command", "setting"),
+    [("microservices-proxy", "PROXY_UPSTREAM="), ("microservices-redis-metrics", "PORT=0")],
+)
+def test_every_image_carries_the_lessons_tools(compose, component, command, setting):
+    """The ambassador (lesson 16) and the adapter (lesson 17) run from any of the images: each
+    starts, reads its settings and stops at a bad one, naming it (no missing module)."""
+    image = compose.container(component)["Config"]["Image"]
+    result = subprocess.run(
+        ["docker", "run", "--rm", "-e", setting, "--entrypoint", command, image],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert result.stderr.startswith(f"configuration error: {setting.split('=')[0]}=")
+
+
+def test_the_poller_image_writes_its_output_file(compose):
+    """The poller's OUTPUT_FILE, which lesson 15's sidecar reads, is in the image's poller."""
+    image = compose.container("poller")["Config"]["Image"]
+    result = subprocess.run(
+        ["docker", "run", "--rm", "-e", "OUTPUT_FILE=/nowhere/counts.log", image],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert "configuration error: OUTPUT_FILE='/nowhere/counts.log'" in result.stderr
+
+
 def test_images_have_no_build_tools(compose):
     image = compose.container("server")["Config"]["Image"]
     result = subprocess.run(

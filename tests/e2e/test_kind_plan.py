@@ -1,16 +1,29 @@
 """The kind backend cannot run where no cluster can start (CI), but its plan and its
 decisions can be checked: the files it names exist, the images it loads are the ones the
 overlay runs, it never touches the user's kubeconfig or clusters, every forward names a Ready
-pod that is not terminating, logs are followed per pod, and a stopped tier comes back with the
-replicas it had."""
+pod that is not terminating, logs are followed per pod, a stopped tier comes back with the
+replicas it had, and the rolling update under load rolls a tier built not to lose a server,
+through its Service, and fails on a single failed request."""
 
+import json
 import shutil
 
 import pytest
 import yaml
+from microservices_counter.counter import parse_args
 
 from tests.e2e.backends import ROOT
-from tests.e2e.kind import KindBackend, containers_of, ready_pods, remembered_replicas
+from tests.e2e.kind import (
+    LOAD,
+    ROLLED_REPLICAS,
+    KindBackend,
+    containers_of,
+    load_summary,
+    ready_pods,
+    remembered_replicas,
+    rollout_problems,
+)
+from tests.manifests.lessons import container, named, rolling_update_problems
 from tests.manifests.render import kustomize
 from tests.readme import block_after
 
@@ -199,3 +212,102 @@ def test_the_readme_way_to_point_an_overlay_at_a_local_redis(tmp_path):
         o for o in objects if o["kind"] == "Deployment" and o["metadata"]["name"] == "data-tier"
     )
     assert [c["image"] for c in data["spec"]["template"]["spec"]["containers"]] == [loaded]
+
+
+@pytest.mark.parametrize("overlay", ["dev", "staging", "prod"])
+def test_the_rolling_update_changes_the_app_tiers_template_and_waits(rendered, overlay):
+    backend = KindBackend(overlay)
+    plan = backend.rolling_update_commands("abc123")
+    *prepare, patch, status = plan
+    assert patch[-5:-1] == ["patch", "deployment/app-tier", "--type=merge", "-p"]
+    assert json.loads(patch[-1]) == {
+        "spec": {"template": {"metadata": {"annotations": {"e2e/revision": "abc123"}}}}
+    }, "a template change: a new revision, every pod replaced"
+    assert status == backend.rollout_status("app-tier")
+    app = named(rendered[overlay], "Deployment", "app-tier")
+    if "replicas" in app["spec"]:  # no HPA: scaled up so that several servers roll in turn
+        assert prepare == backend.scale_commands("app", ROLLED_REPLICAS)
+    else:
+        hpa = named(rendered[overlay], "HorizontalPodAutoscaler", "app-tier")
+        assert prepare == [] and hpa["spec"]["minReplicas"] >= 2
+    for argv in plan:
+        assert argv[argv.index("--kubeconfig") + 1] == str(backend.kubeconfig)
+
+
+@pytest.mark.parametrize("overlay", ["dev", "staging", "prod"])
+def test_the_app_tier_rolls_without_losing_a_ready_server(rendered, overlay):
+    """maxSurge 1 and maxUnavailable 0, readiness to gate each step, a preStop sleep so that
+    an old server leaves the Service before it stops: what zero failed requests rests on."""
+    app = named(rendered[overlay], "Deployment", "app-tier")
+    assert rolling_update_problems(overlay, app) == []
+
+
+@pytest.mark.parametrize("overlay", ["dev", "staging", "prod"])
+def test_the_load_runs_in_the_support_tier_through_the_service(rendered, overlay):
+    backend = KindBackend(overlay)
+    command = backend.load_command()
+    program, *args = command[command.index("--") + 1 :]
+    parsed = parse_args(args)  # the counter's own parser: it accepts them, in load mode
+    assert program == "microservices-counter"
+    assert (parsed.rate, parsed.concurrency, parsed.duration) == (
+        LOAD["rate"],
+        LOAD["concurrency"],
+        LOAD["seconds"],
+    )
+    assert command[: command.index("--")][-4:] == ["exec", "deploy/support-tier", "-c", "counter"]
+    support = named(rendered[overlay], "Deployment", "support-tier")
+    counter = container(support["spec"]["template"]["spec"], "counter")
+    env = {e["name"]: e.get("value") for e in counter["env"]}
+    assert env["API_URL"] == "http://app-tier:8080", "the Service, as every client reaches it"
+    assert env["LOG_FORMAT"] == "json", "its summary is read as JSON"
+    assert LOAD["seconds"] >= 120, "long enough to outlast a rollout of three servers"
+
+
+SUMMARY = {"event": "load_summary", "ok": 4000, "failed": 0, "rps": 39.9}
+
+
+def result(summary: dict | None = None, **changes):
+    """A rollout's result as rolling_update_under_load returns it, from the load's output."""
+    lines = ["Defaulted container ...", json.dumps({"event": "load_progress", "ok": 10})]
+    if summary is not None:
+        lines.append(json.dumps(SUMMARY | summary))
+    output = "\n".join(lines)
+    return {
+        "summary": load_summary(output),
+        "output": output,
+        "load_outlived_rollout": True,
+        "pods_before": ["app-tier-a-1", "app-tier-a-2", "app-tier-a-3"],
+        "pods_after": ["app-tier-b-1", "app-tier-b-2", "app-tier-b-3"],
+    } | changes
+
+
+def test_a_clean_rollout_passes_and_its_summary_is_the_last_one():
+    assert result({})["summary"] == SUMMARY
+    assert rollout_problems(result({})) == []
+
+
+@pytest.mark.parametrize(
+    ("planted", "complaint"),
+    [
+        ({"summary": {"failed": 1}}, "1 request(s) failed"),
+        ({"summary": {"ok": 0}}, "no request succeeded"),
+        ({"summary": {}, "load_outlived_rollout": False}, "the load ended before"),
+        ({"summary": {}, "pods_after": ["app-tier-a-1", "app-tier-b-2"]}, "not replaced"),
+        ({"summary": {}, "pods_after": ["app-tier-b-1"]}, "a rollout of one pod"),
+        ({"output": "error: unable to upgrade connection"}, "no summary"),
+    ],
+)
+def test_a_rollout_that_lost_a_request_or_proved_nothing_fails(planted, complaint):
+    problems = rollout_problems(result(**planted))
+    assert complaint in " ".join(problems), problems
+
+
+def test_the_kind_only_tests_are_left_out_of_ci_and_run_by_make_e2e_kind():
+    from tests.e2e.conftest import left_out
+
+    assert left_out(None) == left_out("compose") == ["kind_only"]  # CI: compose, the default
+    assert left_out("kind") == []
+    makefile = (ROOT / "Makefile").read_text()
+    recipe = makefile.split("e2e-kind: install\n", 1)[1].splitlines()[0]
+    assert "E2E_BACKEND=kind" in recipe and "tests/e2e/kind_only" in recipe
+    assert (ROOT / "tests/e2e/kind_only/test_rolling_update.py").is_file()

@@ -110,19 +110,39 @@ def stage(directory: Path, files: dict[str, str]) -> Path:
     return directory
 
 
+JOINED_KINDS = ("NetworkPolicy", "Role", "RoleBinding", "ClusterRole", "ClusterRoleBinding")
+
+
+def lesson_scans() -> list[dict[str, str]]:
+    """The lessons' files (patches too) as checkov runs: a lesson with objects that graph
+    checks join to pods (policies, RBAC) alone, the others together."""
+    alone, together = [], {}
+    for folder in sorted(p for p in (ROOT / "k8s").iterdir() if p.is_dir()):
+        files = {str(p.relative_to(ROOT)): p.read_text() for p in folder.rglob("*.yaml")}
+        kinds = {
+            doc.get("kind") for text in files.values() for doc in yaml.safe_load_all(text) if doc
+        }
+        if kinds & set(JOINED_KINDS):
+            alone.append(files)
+        else:
+            together |= files
+    return [together, *alone]
+
+
 @pytest.fixture(scope="module")
 def checkov_reports(rendered, tmp_path_factory) -> list[dict]:
     """checkov on each overlay rendered, on the lessons, and on the Dockerfiles, at their paths
     in the repository. Its graph checks (CKV2_*) join the resources of every file in a run
     whatever their namespace: scanned together, dev (no NetworkPolicy) would pass on
-    staging's. So one run per overlay, one for the lessons (none has a policy or RBAC) and one
-    for the Dockerfiles; in parallel, they take the time of about two."""
-    lessons = {str(p.relative_to(ROOT)): p.read_text() for p in (ROOT / "k8s").rglob("*.yaml")}
+    staging's. So one run per overlay, one per lesson that has policies or RBAC (19, 20), one
+    for the other lessons and one for the Dockerfiles; in parallel, they take the time of
+    about three."""
     scans = [
         {f"overlays/{overlay}.yaml": yaml.safe_dump_all(objects)}
         for overlay, objects in rendered.items()
     ]
-    scans += [lessons, {str(p.relative_to(ROOT)): p.read_text() for p in dockerfiles()}]
+    scans += lesson_scans()
+    scans.append({str(p.relative_to(ROOT)): p.read_text() for p in dockerfiles()})
     folders = [stage(tmp_path_factory.mktemp("checkov"), files) for files in scans]
     with ThreadPoolExecutor(max_workers=os.cpu_count()) as pool:
         return [report for reports in pool.map(checkov, folders) for report in reports]
