@@ -306,7 +306,9 @@ def test_load_mode_soak_on_a_redis_that_must_evict(run, small_redis):
     url = redis_url_of(small_redis)
     client = redis.Redis.from_url(url)
     assert client.config_get("maxmemory") == {"maxmemory": str(MAXMEMORY)}
-    server = Server(url).wait_ready()
+    # Generous timeouts: this is about memory, and a busy CI machine must not turn a slow
+    # answer into a failed request.
+    server = Server(url, REDIS_TIMEOUT="5").wait_ready()
     used: list[int] = []
     done = threading.Event()
 
@@ -319,7 +321,10 @@ def test_load_mode_soak_on_a_redis_that_must_evict(run, small_redis):
     sampler.start()
     try:
         counter = run(
-            COUNTER, server.url, ["--rate", "0", "--concurrency", "4", "--duration", "20"]
+            COUNTER,
+            server.url,
+            ["--rate", "0", "--concurrency", "4", "--duration", "20"],
+            REQUEST_TIMEOUT="10",
         )
         assert counter.wait(90) == 0, counter.output
         count = server.count()
