@@ -11,7 +11,7 @@ export TESTCONTAINERS_RYUK_DISABLED ?= true
 # Reach test containers through their published ports on loopback.
 export TC_HOST ?= 127.0.0.1
 
-.PHONY: test lint install run benchmark e2e-kind clean
+.PHONY: test lint install run down benchmark e2e-kind clean
 
 test: install lint
 	$(BIN)/pytest
@@ -30,11 +30,14 @@ $(VENV)/.installed: pyproject.toml
 run:
 	docker compose up --build
 
+down:
+	docker compose down
+
 benchmark: install
 	$(BIN)/python scripts/benchmark
 
 e2e-kind: install
-	E2E_BACKEND=kind $(BIN)/pytest tests/e2e/test_scenarios.py
+	E2E_BACKEND=kind $(BIN)/pytest tests/e2e/test_scenarios.py tests/e2e/kind_only tests/e2e/test_readme.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis

@@ -11,14 +11,32 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import requests
 
 BIN = Path(sys.executable).parent
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def setting(name: str) -> str | None:
+    """A setting from the environment, else from .env (where scripts/airgap-images keeps
+    PYTHON_IMAGE, REDIS_IMAGE and PIP_INSTALL_FLAGS for a new shell), else None."""
+    if os.environ.get(name):
+        return os.environ[name]
+    dotenv = ROOT / ".env"
+    lines = dotenv.read_text().splitlines() if dotenv.is_file() else []
+    for line in lines:
+        key, _, value = line.partition("=")
+        if key.strip() == name and not line.lstrip().startswith("#"):
+            return value.strip().strip("'\"") or None
+    return None
+
+
 # The Redis image for testcontainers: the official one by default; where no registry is
-# reachable, .ci/run sets REDIS_IMAGE to the one scripts/airgap-images makes.
-REDIS_IMAGE = os.environ.get("REDIS_IMAGE", "redis:7.4.2-bookworm")
+# reachable, the one scripts/airgap-images made (from the environment or .env).
+REDIS_IMAGE = setting("REDIS_IMAGE") or "redis:7.4.2-bookworm"
 
 
 def free_port() -> int:
@@ -127,3 +145,17 @@ class Server(Service):
 
     def count(self) -> int:
         return requests.get(self.url + "/", timeout=5).json()["count"]
+
+
+def post_concurrently(url: str, increment: int, clients: int, each: int) -> list[int]:
+    """`clients` sessions at once, each POSTing `increment` `each` times: every status."""
+
+    def post(_) -> list[int]:
+        with requests.Session() as session:
+            return [
+                session.post(url + "/", json={"increment": increment}, timeout=10).status_code
+                for _ in range(each)
+            ]
+
+    with ThreadPoolExecutor(clients) as pool:
+        return [status for batch in pool.map(post, range(clients)) for status in batch]

@@ -13,7 +13,6 @@ import json
 import os
 import shlex
 import subprocess
-import time
 from pathlib import Path
 
 from tests.support import free_port
@@ -46,11 +45,12 @@ class ComposeBackend:
         self.project = project or os.environ.get("E2E_COMPOSE_PROJECT", "microservices-e2e")
         self.port = free_port()
         self.server_url = f"http://127.0.0.1:{self.port}"
+        self.api_key = "e2e-api-key"
         self.env = {
             **os.environ,
             "SERVER_PORT": str(self.port),
             "LOG_FORMAT": "json",
-            "API_KEY": "e2e-api-key",
+            "API_KEY": self.api_key,
             "REDIS_PASSWORD": "e2e-redis-password",
         }
 
@@ -81,161 +81,14 @@ class ComposeBackend:
     def logs(self, component: str) -> str:
         return self.compose("logs", "--no-color", "--no-log-prefix", component)
 
-    def teardown(self) -> None:
+    def teardown(self, failed: bool = False) -> None:
+        if failed:  # what a failure needs to be understood, kept for the workflow to upload
+            artifacts = Path(os.environ.get("E2E_ARTIFACTS", ROOT / "e2e-artifacts"))
+            artifacts.mkdir(parents=True, exist_ok=True)
+            (artifacts / "compose.log").write_text(
+                self.compose("logs", "--no-color", "--timestamps")
+            )
         self.compose("down", "--volumes", "--timeout", "30")
-
-
-class KindBackend:
-    """A kind cluster: build and load the images, apply an overlay, port-forward the server.
-
-    The command sequences are plain lists, so that tests can check them without a cluster.
-    """
-
-    name = "kind"
-    deployments = {"data": "data-tier", "app": "app-tier", "support": "support-tier"}
-    containers = {
-        "redis": "data-tier",
-        "server": "app-tier",
-        "counter": "support-tier",
-        "poller": "support-tier",
-    }
-    tiers = {"redis": "data", "server": "app", "counter": "support", "poller": "support"}
-    images = {
-        "server": "microservices/server:1.0.0",
-        "counter": "microservices/counter:1.0.0",
-        "poller": "microservices/poller:1.0.0",
-    }
-
-    def __init__(self, overlay: str = "staging", cluster: str = "microservices-e2e"):
-        self.overlay = overlay
-        self.cluster = cluster
-        self.namespace = f"microservices-{overlay}"
-        self.has_persistence = overlay in ("staging", "prod")
-        self.port = free_port()
-        self.server_url = f"http://127.0.0.1:{self.port}"
-        self._port_forward: subprocess.Popen | None = None
-        self._replicas: dict[str, int] = {}  # of each tier stopped by stop_tier
-
-    def kubectl(self, *args: str) -> list[str]:
-        return ["kubectl", "--context", f"kind-{self.cluster}", "-n", self.namespace, *args]
-
-    def setup_commands(self) -> list[list[str]]:
-        commands = [
-            [
-                "kind",
-                "create",
-                "cluster",
-                "--name",
-                self.cluster,
-                "--config",
-                "tests/e2e/kind-config.yaml",
-                "--wait",
-                "120s",
-            ]
-        ]
-        for service, image in self.images.items():
-            commands.append(["docker", "build", "--target", service, "-t", image, "."])
-            commands.append(["kind", "load", "docker-image", "--name", self.cluster, image])
-        commands.append(
-            [
-                "kubectl",
-                "--context",
-                f"kind-{self.cluster}",
-                "apply",
-                "-k",
-                f"kustomize/overlays/{self.overlay}",
-            ]
-        )
-        for deployment in self.deployments.values():
-            commands.append(
-                self.kubectl("rollout", "status", f"deployment/{deployment}", "--timeout", "180s")
-            )
-        return commands
-
-    def scale_commands(self, tier: str, replicas: int) -> list[list[str]]:
-        deployment = self.deployments[tier]
-        return [
-            self.kubectl("scale", f"deployment/{deployment}", f"--replicas={replicas}"),
-            self.kubectl("rollout", "status", f"deployment/{deployment}", "--timeout", "180s"),
-        ]
-
-    def restart_commands(self, tier: str) -> list[list[str]]:
-        deployment = self.deployments[tier]
-        return [
-            self.kubectl("rollout", "restart", f"deployment/{deployment}"),
-            self.kubectl("rollout", "status", f"deployment/{deployment}", "--timeout", "180s"),
-        ]
-
-    def port_forward_command(self) -> list[str]:
-        return self.kubectl("port-forward", "service/app-tier", f"{self.port}:8080")
-
-    def teardown_commands(self) -> list[list[str]]:
-        return [["kind", "delete", "cluster", "--name", self.cluster]]
-
-    # --- the backend interface, running those commands ---
-
-    def start(self) -> None:
-        for argv in self.setup_commands():
-            run(argv)
-        self._forward()
-
-    def _forward(self) -> None:
-        if self._port_forward:
-            self._port_forward.terminate()
-        self._port_forward = subprocess.Popen(
-            self.port_forward_command(),
-            cwd=ROOT,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        time.sleep(2)
-
-    def stop_tier(self, tier: str) -> None:
-        self._replicas[tier] = int(
-            run(
-                self.kubectl(
-                    "get", f"deployment/{self.deployments[tier]}", "-o", "jsonpath={.spec.replicas}"
-                )
-            )
-            or 1
-        )
-        for argv in self.scale_commands(tier, 0):
-            run(argv)
-
-    def start_tier(self, tier: str) -> None:
-        for argv in self.scale_commands(tier, self._replicas.get(tier, 1)):
-            run(argv)
-        if tier == "app":
-            self._forward()
-
-    def restart_tier(self, tier: str) -> None:
-        for argv in self.restart_commands(tier):
-            run(argv)
-        if tier == "app":
-            self._forward()  # port-forward follows one pod; find the new one
-
-    def restarts(self, component: str) -> tuple[int, str]:
-        out = run(self.kubectl("get", "pods", "-l", f"tier={self.tiers[component]}", "-o", "json"))
-        total, names = 0, []
-        for pod in json.loads(out)["items"]:
-            names.append(pod["metadata"]["name"])
-            for status in pod["status"].get("containerStatuses", []):
-                if status["name"] == component:
-                    total += status["restartCount"]
-        return total, ",".join(sorted(names))
-
-    def logs(self, component: str) -> str:
-        return run(
-            self.kubectl(
-                "logs", f"deployment/{self.containers[component]}", "-c", component, "--tail=-1"
-            )
-        )
-
-    def teardown(self) -> None:
-        if self._port_forward:
-            self._port_forward.terminate()
-        for argv in self.teardown_commands():
-            run(argv, check=False)
 
 
 def backend_from_env():
@@ -243,5 +96,10 @@ def backend_from_env():
     if name == "compose":
         return ComposeBackend()
     if name == "kind":
-        return KindBackend(overlay=os.environ.get("E2E_OVERLAY", "staging"))
+        from tests.e2e.kind import KindBackend
+
+        return KindBackend(
+            overlay=os.environ.get("E2E_OVERLAY", "staging"),
+            redis_image=os.environ.get("KIND_REDIS_IMAGE") or None,
+        )
     raise ValueError(f"E2E_BACKEND must be compose or kind, not {name!r}")

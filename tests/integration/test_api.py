@@ -194,7 +194,7 @@ def test_readiness_turns_503_once_shutdown_begins(redis_url):
 
 
 class BuggyStore(CounterStore):
-    def get(self) -> int:
+    def get(self, client=None) -> int:
         return 1 // 0
 
 

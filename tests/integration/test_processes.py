@@ -3,7 +3,6 @@ poller counting, surviving a server outage, stopping on SIGTERM; await-redis; ba
 
 import subprocess
 import time
-from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import requests
@@ -11,7 +10,7 @@ from microservices_server.settings import Settings
 from microservices_server.store import CounterStore
 
 from tests.conftest import redis_url_of
-from tests.support import BIN, Server, Service, free_port, wait_for
+from tests.support import BIN, Server, Service, free_port, post_concurrently, wait_for
 
 
 @pytest.fixture
@@ -22,16 +21,7 @@ def server(redis_url):
 
 
 def test_concurrent_increments_sum_exactly(server):
-    def post(_):
-        with requests.Session() as session:
-            return [
-                session.post(server.url + "/", json={"increment": 3}, timeout=10).status_code
-                for _ in range(50)
-            ]
-
-    with ThreadPoolExecutor(16) as pool:
-        statuses = [s for batch in pool.map(post, range(16)) for s in batch]
-    assert statuses == [200] * 800
+    assert post_concurrently(server.url, 3, clients=16, each=50) == [200] * 800
     assert server.count() == 800 * 3
 
 

@@ -36,7 +36,7 @@ def test_sigterm_turns_readiness_503_while_requests_are_still_served(redis_url):
 def test_a_request_in_flight_when_the_port_closes_still_gets_its_answer(redis_url, redis_client):
     server = Server(redis_url, DRAIN_DELAY="0.5", REDIS_TIMEOUT="20").wait_ready()
     answer = {}
-    redis_client.client_pause(20_000, all=False)  # writes wait, the server's increment among them
+    redis_client.client_pause(20_000, all=False)  # writes wait, the server's INCRBY among them
     try:
         request = threading.Thread(
             target=lambda: answer.update(
@@ -45,7 +45,7 @@ def test_a_request_in_flight_when_the_port_closes_still_gets_its_answer(redis_ur
         )
         request.start()
         wait_for(
-            lambda: any(c["cmd"] == "incrby" for c in redis_client.client_list()),
+            lambda: any(c["cmd"] in ("evalsha", "eval") for c in redis_client.client_list()),
             what="the increment to be waiting in Redis",
         )
         server.proc.send_signal(signal.SIGTERM)
@@ -117,3 +117,25 @@ def test_two_workers_under_plain_gunicorn_add_up_their_metrics(redis_url):
     finally:
         assert gunicorn.stop() == 0
     assert not folder.exists(), "the metrics folder is removed on exit"
+
+
+def catches_sigterm(pid: int) -> bool:
+    """Whether the process has a handler for SIGTERM (bit 15 of SigCgt in /proc)."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    caught = int(re.search(r"^SigCgt:\s*([0-9a-f]+)", status, re.MULTILINE).group(1), 16)
+    return bool(caught & (1 << (signal.SIGTERM - 1)))
+
+
+def test_a_sigterm_while_starting_is_not_lost(redis_url):
+    """As PID 1 a process ignores signals it has no handler for: one sent before gunicorn
+    installs its handlers must still stop the server, gracefully."""
+    server = Server(redis_url, DRAIN_DELAY="0")
+    try:
+        wait_for(lambda: catches_sigterm(server.proc.pid), interval=0.001, what="a handler")
+        early = "Starting gunicorn" not in server.output
+        server.proc.send_signal(signal.SIGTERM)
+        assert server.wait(30) == 0, server.output
+    finally:
+        server.kill()
+    assert early, "gunicorn had started already: the test proves nothing"
+    assert "Shutting down: Master" in server.output

@@ -17,6 +17,7 @@ SERVER_AND_AWAIT = [
     ("REDIS_TIMEOUT", "soon"),
     ("MAX_INCREMENT", "0"),
     ("IDEMPOTENCY_TTL", "-5"),
+    ("CLIENT_STALE_AFTER", "0"),
     ("LOG_FORMAT", "xml"),
     ("LOG_LEVEL", "loud"),
 ]
@@ -29,6 +30,7 @@ SERVER = [
     ("GUNICORN_TIMEOUT", "1.5"),
     ("GRACEFUL_TIMEOUT", "0"),
     ("DRAIN_DELAY", "-1"),
+    ("PROMETHEUS_MULTIPROC_DIR", "/proc/nope"),
 ]
 AWAIT = [("AWAIT_TIMEOUT", "-1"), ("AWAIT_MAX_DELAY", "0.1"), ("AWAIT_MAX_DELAY", "nan")]
 WORKERS = [
@@ -38,6 +40,7 @@ WORKERS = [
     ("INTERVAL", "abc"),
     ("INTERVAL", "0"),
     ("REQUEST_TIMEOUT", "inf"),
+    ("REQUEST_TIMEOUT", "60"),
     ("LOG_FORMAT", "xml"),
     ("LOG_LEVEL", "loud"),
 ]
@@ -68,3 +71,28 @@ def test_retry_cap_below_retry_base_names_the_cap():
     service = Service("microservices-counter", {"RETRY_BASE": "2", "RETRY_CAP": "1"})
     assert service.wait(30) == 2
     assert service.output == "configuration error: RETRY_CAP='1': must be at least RETRY_BASE (2)"
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--concurrency", "0"],
+        ["--concurrency", "many"],
+        ["--rate", "nan"],
+        ["--rate", "inf"],
+        ["--rate", "-1"],
+        ["--rate", "1e-300"],
+        ["--duration", "-5"],
+    ],
+)
+def test_bad_load_mode_flags_exit_2_naming_the_flag(args):
+    service = Service("microservices-counter", {}, args)
+    assert service.wait(30) == 2, service.output
+    assert args[0] in service.output
+    assert "Traceback" not in service.output
+
+
+def test_retry_base_above_the_default_cap_names_the_base():
+    service = Service("microservices-counter", {"RETRY_BASE": "10"})
+    assert service.wait(30) == 2
+    assert service.output == "configuration error: RETRY_BASE='10': must be at most RETRY_CAP (5)"

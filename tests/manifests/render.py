@@ -37,3 +37,9 @@ def lesson_objects(lesson: str) -> list[dict]:
     for path in sorted((ROOT / "k8s" / lesson).glob("*.yaml")):
         objects += [doc for doc in yaml.safe_load_all(path.read_text()) if doc]
     return objects
+
+
+def all_sets(rendered: dict[str, list[dict]]):
+    """(where, objects) of every overlay (rendered) and every lesson."""
+    yield from ((f"overlay {o}", rendered[o]) for o in OVERLAYS)
+    yield from ((f"lesson {lesson}", lesson_objects(lesson)) for lesson in LESSONS)

@@ -28,7 +28,8 @@ def service_variables(objects: list[dict]) -> set[str]:
     """The variables Kubernetes injects for these Services (docs: "Environment variables")."""
     names = set()
     for obj in objects:
-        if obj["kind"] != "Service":
+        # An ExternalName Service (a DNS alias) has no address: no variables.
+        if obj["kind"] != "Service" or obj["spec"].get("type") == "ExternalName":
             continue
         prefix = obj["metadata"]["name"].upper().replace("-", "_") + "_SERVICE"
         names |= {f"{prefix}_HOST", f"{prefix}_PORT"}

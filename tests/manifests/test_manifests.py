@@ -3,28 +3,27 @@ project's own rules (restricted pods, probes, resources, pinned images, wiring t
 
 from __future__ import annotations
 
+import copy
 import shutil
 import subprocess
 
 import kubernetes_validate
 import pytest
 
+from tests.manifests import compose
+from tests.manifests.hardening import grace_problems, is_server
+from tests.manifests.policies import Endpoint, allows
 from tests.manifests.render import (
     KUBERNETES_VERSION,
     LESSONS,
     OVERLAYS,
     ROOT,
+    all_sets,
     kustomize,
-    lesson_objects,
 )
 from tests.manifests.rules import VAR_REF, containers, pod_specs, selects, service_variables
 
 RESTRICTED = ("enforce", "audit", "warn")
-
-
-def all_sets(rendered):
-    yield from ((f"overlay {o}", rendered[o]) for o in OVERLAYS)
-    yield from ((f"lesson {lesson}", lesson_objects(lesson)) for lesson in LESSONS)
 
 
 def test_every_object_validates_strictly(rendered):
@@ -46,9 +45,9 @@ def test_validation_catches_a_typo(rendered):
         kubernetes_validate.validate(deployment, KUBERNETES_VERSION, strict=True)
 
 
-def test_there_are_thirteen_lessons_in_order():
-    assert len(LESSONS) == 13
-    assert [int(name.split("-")[0]) for name in LESSONS] == list(range(1, 14))
+def test_the_lessons_are_numbered_in_order():
+    assert len(LESSONS) == 20
+    assert [int(name.split("-")[0]) for name in LESSONS] == list(range(1, 21))
     readme = (ROOT / "k8s/README.md").read_text()
     for lesson in LESSONS:
         assert lesson in readme
@@ -125,6 +124,8 @@ def test_services_select_pods_and_target_existing_ports(rendered):
     for where, objects in all_sets(rendered):
         pods = pod_specs(objects)
         for svc in (o for o in objects if o["kind"] == "Service"):
+            if svc["spec"].get("type") == "ExternalName":
+                continue  # a DNS alias: no pods of its own (lesson 18's rule checks its target)
             selector = svc["spec"]["selector"]
             matched = [s for _, meta, s in pods if selects(selector, meta.get("labels", {}))]
             assert matched, f"{where}: Service {svc['metadata']['name']} selects no pod"
@@ -184,14 +185,51 @@ def test_service_discovery_as_the_lessons_teach(rendered):
 
 
 def test_graceful_shutdown_fits_in_the_grace_period(rendered):
-    for overlay in OVERLAYS:
-        for _, _, spec in pod_specs(rendered[overlay]):
-            for c in spec["containers"]:
-                if c["name"] != "server":
-                    continue
-                sleep = int(c["lifecycle"]["preStop"]["exec"]["command"][-1])
-                drain = int(next(e["value"] for e in c["env"] if e["name"] == "GRACEFUL_TIMEOUT"))
-                assert spec["terminationGracePeriodSeconds"] > sleep + drain, overlay
+    """terminationGracePeriodSeconds >= preStop sleep + DRAIN_DELAY + GRACEFUL_TIMEOUT + 2 s for
+    every pod running the server (defaults where unset: 30 s grace, drain 3 s, graceful 20 s),
+    and likewise compose's stop_grace_period."""
+    problems = [p for where, objects in all_sets(rendered) for p in grace_problems(where, objects)]
+    assert problems + compose.grace_problems(compose.load()) == []
+    servers = [
+        where
+        for where, objects in all_sets(rendered)
+        for _, _, spec in pod_specs(objects)
+        for c in spec["containers"]
+        if is_server(c)
+    ]
+    assert len(servers) >= len(OVERLAYS) + len(LESSONS)
+
+
+@pytest.mark.parametrize(
+    ("env", "grace", "fails"),
+    [
+        ({}, 35, False),  # 5 + 3 + 20 + 2 = 30
+        ({}, 29, True),
+        ({}, 27, True),  # enough before there was a drain: 5 + 20 + 2
+        ({"DRAIN_DELAY": "10"}, 35, True),
+        ({"GRACEFUL_TIMEOUT": "26"}, 35, True),
+        ({"DRAIN_DELAY": "0", "GRACEFUL_TIMEOUT": "10"}, 17, False),
+    ],
+)
+def test_the_grace_rule_counts_the_drain(rendered, env, grace, fails):
+    objects = copy.deepcopy(rendered["prod"])
+    [app] = [
+        o for o in objects if o["kind"] == "Deployment" and o["metadata"]["name"] == "app-tier"
+    ]
+    spec = app["spec"]["template"]["spec"]
+    spec["terminationGracePeriodSeconds"] = grace
+    server = next(c for c in spec["containers"] if c["name"] == "server")
+    server["env"] = [e for e in server["env"] if e["name"] not in env]
+    server["env"] += [{"name": k, "value": v} for k, v in env.items()]
+    assert bool(grace_problems("planted", objects)) == fails
+
+
+def test_the_compose_grace_rule_counts_the_drain():
+    planted = compose.load()
+    planted["services"]["server"]["stop_grace_period"] = "24s"  # 3 + 20 + 2 = 25
+    assert compose.grace_problems(planted)
+    del planted["services"]["server"]["stop_grace_period"]  # Docker's 10 s
+    assert compose.grace_problems(planted)
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -231,12 +269,15 @@ def test_the_overlays_really_differ(rendered):
     def kinds(overlay):
         return [o["kind"] for o in rendered[overlay]]
 
-    def replicas(overlay, name):
+    def deployment(overlay, name):
         return next(
-            o["spec"]["replicas"]
+            o
             for o in rendered[overlay]
             if o["kind"] == "Deployment" and o["metadata"]["name"] == name
         )
+
+    def replicas(overlay, name):
+        return deployment(overlay, name)["spec"]["replicas"]
 
     def redis_conf(overlay):
         cm = next(o for o in rendered[overlay] if o["kind"] == "ConfigMap")
@@ -250,7 +291,7 @@ def test_the_overlays_really_differ(rendered):
         assert "appendonly yes" in redis_conf(overlay)
         assert "appendfsync everysec" in redis_conf(overlay)
     assert "HorizontalPodAutoscaler" not in kinds("staging")
-    assert replicas("prod", "app-tier") >= 2
+    assert "replicas" not in deployment("prod", "app-tier")["spec"]  # the HPA's to set
     hpa = next(o for o in rendered["prod"] if o["kind"] == "HorizontalPodAutoscaler")
     assert hpa["apiVersion"] == "autoscaling/v2" and hpa["spec"]["minReplicas"] >= 2
     assert "PodDisruptionBudget" in kinds("prod")
@@ -284,3 +325,49 @@ def test_secrets_are_generated_with_the_keys_the_pods_use(rendered):
                     if ref:
                         assert ref["name"] == secret["metadata"]["name"]
                         assert ref["key"] in secret["data"]
+
+
+def test_the_hpa_owns_the_replicas_of_what_it_scales(rendered):
+    """A replicas field beside an HPA resets its count on every apply."""
+    owned = 0
+    for overlay in OVERLAYS:
+        objects = rendered[overlay]
+        for hpa in (o for o in objects if o["kind"] == "HorizontalPodAutoscaler"):
+            target = hpa["spec"]["scaleTargetRef"]
+            workload = next(
+                o
+                for o in objects
+                if o["kind"] == target["kind"] and o["metadata"]["name"] == target["name"]
+            )
+            assert "replicas" not in workload["spec"], f"{overlay}: {target['name']}"
+            owned += 1
+    assert owned, "some overlay autoscales"
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_scraped_pods_can_be_scraped_and_still_reached(rendered, overlay):
+    """Scrape annotations are useless if the namespace's default deny blocks every scraper;
+    and no policy that lets a scraper in may cut the counter off from the server."""
+    objects = rendered[overlay]
+    policies = [o for o in objects if o["kind"] == "NetworkPolicy"]
+    app = next(
+        o for o in objects if o["kind"] == "Deployment" and o["metadata"]["name"] == "app-tier"
+    )
+    labels = app["spec"]["template"]["metadata"]["labels"]
+    annotations = app["spec"]["template"]["metadata"].get("annotations", {})
+    isolated = any(
+        "Ingress" in p["spec"]["policyTypes"]
+        and selects(p["spec"]["podSelector"].get("matchLabels", {}), labels)
+        for p in policies
+    )
+    app_pod = Endpoint(labels)
+    if isolated:
+        support = Endpoint({"tier": "support"})
+        assert allows(policies, "Ingress", app_pod, support, 8080), "support -> app on 8080"
+    if annotations.get("prometheus.io/scrape") == "true" and isolated:
+        prometheus = Endpoint(
+            {"app.kubernetes.io/name": "prometheus"},
+            {"kubernetes.io/metadata.name": "monitoring"},
+        )
+        port = int(annotations["prometheus.io/port"])
+        assert allows(policies, "Ingress", app_pod, prometheus, port), "a scraper may reach it"

@@ -49,9 +49,16 @@ class TextFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         line = super().format(record)
-        # Every field, for a reader who greps for it (even when the message says it too).
-        extra = [f"{k}={v}" for k, v in getattr(record, "fields", {}).items() if k != "event"]
+        # Every field, for a reader who greps for it (even when the message says it too),
+        # the event first: `event=abandoned` tells ledger lines apart in text too.
+        # A value with spaces is quoted, so that key=value pairs can be read back.
+        extra = [f"{k}={quote(v)}" for k, v in getattr(record, "fields", {}).items()]
         return " ".join([line, *extra])
+
+
+def quote(value: Any) -> str:
+    text = str(value)
+    return json.dumps(text) if not text or any(c.isspace() for c in text) else text
 
 
 def formatter(service: str, log_format: str) -> logging.Formatter:

@@ -20,6 +20,7 @@ import requests
 from .client import http_session
 from .config import env_float, env_str, env_url, exit_on_config_error
 from .heartbeat import DEFAULT_FILE, Heartbeat
+from .identity import user_agent
 from .logs import log_event, setup_logging
 from .signals import StopSignal
 
@@ -40,7 +41,8 @@ class WorkerSettings:
         return cls(
             api_url=env_url("API_URL", cls.api_url, ("http", "https")),
             interval=env_float("INTERVAL", cls.interval, 0.01, 3600),
-            request_timeout=env_float("REQUEST_TIMEOUT", cls.request_timeout, 0.1, 300),
+            # Below the liveness probe's --max-age (30 s): a request in flight cannot beat.
+            request_timeout=env_float("REQUEST_TIMEOUT", cls.request_timeout, 0.1, 20),
             heartbeat_file=env_str("HEARTBEAT_FILE", DEFAULT_FILE),
         )
 
@@ -56,7 +58,20 @@ class Worker:
     heartbeat: Heartbeat
 
     def http_session(self) -> requests.Session:
-        return http_session(f"microservices-{self.name}")
+        # `microservices-counter/1.0.0 (<hostname>)`: the server's page shows each pod by it.
+        return http_session(user_agent(self.name))
+
+    def wait(self, seconds: float) -> bool:
+        """Sleep up to `seconds`, beating the heartbeat every BEAT_EVERY (waiting is alive,
+        not hung); return True as soon as a stop was asked for."""
+        deadline = time.monotonic() + seconds
+        while True:
+            self.heartbeat.beat()
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            if self.stop.wait(min(remaining, BEAT_EVERY)):
+                return True
 
 
 def start(name: str) -> Worker:
@@ -79,16 +94,10 @@ def run(name: str, make_tick: Callable[[Worker], Callable[[], None]], doing: str
 
 def run_ticks(worker: Worker, tick: Callable[[], None]) -> None:
     """Call tick() every INTERVAL seconds (from start to start) until a stop is asked for."""
-    stop, heartbeat = worker.stop, worker.heartbeat
     next_start = time.monotonic()
-    while not stop.stopping:
-        heartbeat.beat()
+    while not worker.stop.stopping:
+        worker.heartbeat.beat()
         tick()
         next_start = max(next_start + worker.settings.interval, time.monotonic())
-        while True:
-            heartbeat.beat()
-            remaining = next_start - time.monotonic()
-            if remaining <= 0:
-                break
-            if stop.wait(min(remaining, BEAT_EVERY)):
-                return
+        if worker.wait(next_start - time.monotonic()):
+            return

@@ -3,8 +3,8 @@
 Each increment carries a fresh Idempotency-Key, and every answer falls in one of three cases:
 
 - acknowledged: `200 {"count": <int>}`. One "incremented" ledger line.
-- rejected: a 4xx other than 408, 425 and 429. The server refused it and changed nothing; logged,
-  and the next tick uses a fresh key.
+- rejected: a 4xx other than 408, 425 and 429, or a redirect (the server never saw it). It
+  changed nothing; logged, and the next tick uses a fresh key.
 - unknown: no answer (refused, reset, timeout), a 5xx, 408, 425, 429, or a 200 that is not
   `{"count": <int>}`. It may or may not have been counted, so the *same* key is retried
   (capped exponential backoff with jitter, at least Retry-After): the server replays a key it
@@ -24,6 +24,7 @@ import argparse
 import email.utils
 import logging
 import random
+import re
 import sys
 import time
 import uuid
@@ -31,7 +32,7 @@ from dataclasses import dataclass
 
 import requests
 from microservices_common.backoff import Backoff
-from microservices_common.client import count_in
+from microservices_common.client import count_in, excerpt, send
 from microservices_common.config import (
     ConfigError,
     env_float,
@@ -59,8 +60,8 @@ def outcome_of(response: requests.Response) -> Outcome:
     if count is not None:
         return Outcome(count=count)
     status = response.status_code
-    if 400 <= status < 500 and status not in RETRYABLE_4XX:
-        return Outcome(rejection=f"HTTP {status} {response.text.strip()[:200]}")
+    if 300 <= status < 400 or (400 <= status < 500 and status not in RETRYABLE_4XX):
+        return Outcome(rejection=f"HTTP {status} {excerpt(response)}")
     problem = f"HTTP {status}" if status != 200 else 'HTTP 200 without {"count": <int>}'
     return Outcome(problem=problem, retry_after=retry_after(response))
 
@@ -68,13 +69,13 @@ def outcome_of(response: requests.Response) -> Outcome:
 def retry_after(response: requests.Response) -> float:
     """Seconds from a Retry-After header (a number or an HTTP date); 0 if absent or bad."""
     value = response.headers.get("Retry-After", "").strip()
-    if value.isdigit():
+    if re.fullmatch(r"[0-9]{1,9}", value):  # ASCII digits only: "²".isdigit() is true
         return float(value)
     try:
         when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
+        return max(0.0, when.timestamp() - time.time())
+    except (TypeError, ValueError, OverflowError, IndexError):
         return 0.0
-    return max(0.0, when.timestamp() - time.time())
 
 
 class Counter:
@@ -97,7 +98,11 @@ class Counter:
     def from_env(cls, worker: Worker) -> Counter:
         base = env_float("RETRY_BASE", 0.2, 0.001, 60)
         cap = env_float("RETRY_CAP", 5.0, 0.001, 600)
-        if cap < base:
+        if cap < base:  # blame the one that was set
+            if env_str("RETRY_CAP") is None:
+                raise ConfigError(
+                    "RETRY_BASE", env_str("RETRY_BASE"), f"must be at most RETRY_CAP ({cap:g})"
+                )
             raise ConfigError(
                 "RETRY_CAP", env_str("RETRY_CAP"), f"must be at least RETRY_BASE ({base:g})"
             )
@@ -114,16 +119,18 @@ class Counter:
     def post(self, increment: int, key: str) -> Outcome:
         settings = self.worker.settings
         try:
-            response = self.session.post(
+            response = send(
+                self.session,
+                "POST",
                 settings.api_url + "/",
+                settings.request_timeout,
                 json={"increment": increment},
                 headers={"Idempotency-Key": key},
-                timeout=settings.request_timeout,
                 allow_redirects=False,
             )
-        except requests.RequestException as exc:
+            return outcome_of(response)
+        except Exception as exc:  # noqa: BLE001 - whatever happened, the outcome is unknown
             return Outcome(problem=f"{type(exc).__name__}: {exc}")
-        return outcome_of(response)
 
     def send(self, increment: int) -> int | None:
         """POST one increment until it is acknowledged; return the new count, or None if it
@@ -163,9 +170,11 @@ class Counter:
                 f"retry {attempt} in {wait:.2f}s with the same key",
                 logging.WARNING,
                 attempt=attempt,
+                problem=outcome.problem,
+                retry_in=round(wait, 3),
                 **fields,
             )
-            if self.worker.stop.wait(wait):
+            if self.worker.wait(wait):
                 return self.abandon("stopping", fields)
         return None  # not reached: delays() never ends
 
@@ -181,6 +190,21 @@ class Counter:
         )
 
 
+def number(kind: type, low: float, high: float):
+    """An argparse type: a finite `kind` in [low, high], or a clear usage error (exit 2)."""
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a {kind.__name__}: {text!r}") from None
+        if not low <= value <= high:  # NaN fails this too
+            raise argparse.ArgumentTypeError(f"must be between {low:g} and {high:g}: {text!r}")
+        return value
+
+    return parse
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="microservices-counter",
@@ -188,20 +212,26 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--rate",
-        type=float,
+        type=number(float, 0, 1_000_000),
         default=None,
         help="load mode: requests per second in total (0 = as fast as possible)",
     )
     parser.add_argument(
-        "--concurrency", type=int, default=None, help="load mode: parallel connections (default 4)"
+        "--concurrency",
+        type=number(int, 1, 1024),
+        default=None,
+        help="load mode: parallel connections (default 4)",
     )
     parser.add_argument(
         "--duration",
-        type=float,
+        type=number(float, 0, 7 * 24 * 3600),
         default=0,
         help="load mode: stop after this many seconds (0 = until SIGTERM)",
     )
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.rate and args.rate < 0.01:
+        parser.error("--rate: 0 (as fast as possible) or at least 0.01 requests per second")
+    return args
 
 
 @exit_on_config_error

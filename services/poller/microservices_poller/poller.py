@@ -1,6 +1,7 @@
 """microservices-poller: GET the count every INTERVAL seconds and print `Current counter: N`.
 
-An error prints one line and the loop goes on; SIGTERM or SIGINT stops it with exit 0.
+An error prints one line and the loop goes on; SIGTERM or SIGINT stops it with exit 0. With
+OUTPUT_FILE set, each count is also appended to that file (output.py).
 """
 
 from __future__ import annotations
@@ -10,29 +11,34 @@ import sys
 from collections.abc import Callable
 
 import requests
-from microservices_common.client import count_in
+from microservices_common.client import count_in, excerpt, send
 from microservices_common.logs import log_event
 from microservices_common.runner import Worker, run
 
+from .output import OutputFile
 
-def poll_once(session: requests.Session, worker: Worker) -> None:
+
+def poll_once(session: requests.Session, worker: Worker, output: OutputFile | None = None) -> None:
     settings = worker.settings
     try:
-        response = session.get(settings.api_url + "/", timeout=settings.request_timeout)
+        response = send(session, "GET", settings.api_url + "/", settings.request_timeout)
     except requests.RequestException as exc:
         problem = f"{type(exc).__name__}: {exc}"
     else:
         count = count_in(response)
         if count is not None:
             log_event(worker.log, "count", f"Current counter: {count}", count=count)
+            if output is not None:
+                output.append(f"Current counter: {count}")
             return
-        problem = f"HTTP {response.status_code}: {response.text.strip()[:200]}"
+        problem = f"HTTP {response.status_code}: {excerpt(response)}"
     log_event(worker.log, "poll_failed", f"Could not read the counter: {problem}", logging.WARNING)
 
 
 def make_tick(worker: Worker) -> Callable[[], None]:
     session = worker.http_session()
-    return lambda: poll_once(session, worker)
+    output = OutputFile.from_env(worker.log)
+    return lambda: poll_once(session, worker, output)
 
 
 def main() -> int:

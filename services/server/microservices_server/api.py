@@ -1,4 +1,5 @@
 """The counter API: GET / reads, POST / increments (idempotently), DELETE / resets.
+(A browser asking for GET / gets the live page instead: see page.py.)
 
 A request goes: gunicorn -> this blueprint -> validation (parse the body and headers, or a
 4xx) -> the store (one Redis round trip) -> {"count": N}. Any Redis failure answers 503 with
@@ -14,8 +15,10 @@ from typing import TypeVar
 
 import redis
 from flask import Blueprint, request
+from microservices_common.identity import Client
 from microservices_common.logs import log_event
 
+from . import page
 from .errors import ApiError
 from .state import runtime
 from .store import CounterOverflow
@@ -46,9 +49,19 @@ def redis_call(operation: str, call: Callable[[], T]) -> T:
         ) from None
 
 
+def caller() -> str | None:
+    """The support-tier client making this request (recorded for the page), or None."""
+    client = Client.from_user_agent(request.headers.get("User-Agent"))
+    return client.member if client else None
+
+
 @bp.get("/")
 def read_count():
-    return {"count": redis_call("get", runtime().store.get)}
+    # A browser gets the live page (no Redis needed); every API client gets the count.
+    if page.wants_page():
+        return page.page()
+    count = redis_call("get", lambda: runtime().store.get(caller()))
+    return {"count": count}, 200, {"Vary": "Accept"}
 
 
 @bp.post("/")
@@ -59,7 +72,7 @@ def increment():
         request.get_data(cache=False), request.content_type, state.settings.max_increment
     )
     try:
-        result = redis_call("increment", lambda: state.store.increment(amount, key))
+        result = redis_call("increment", lambda: state.store.increment(amount, key, caller()))
     except CounterOverflow:
         raise ApiError(409, "the count would pass 2^63-1; reset it first") from None
     if result.replayed and result.recorded_increment != amount:

@@ -6,6 +6,8 @@ DELETE /                 reset to 0; needs X-API-Key
 GET    /probe/liveness   200 while the process can serve; never touches Redis      probes.py
 GET    /probe/readiness  200 when Redis answers PING, else 503; 503 once draining
 GET    /metrics          Prometheus text format                                    metrics.py
+GET    /                 for a browser (Accept: text/html first): the live page    page.py
+GET    /api/status       the page's JSON: count, rate, history, the tiers' status
 Errors of every kind answer {"error": ...}                                         errors.py
 """
 
@@ -13,7 +15,7 @@ from __future__ import annotations
 
 from flask import Flask
 
-from . import api, errors, metrics, probes
+from . import api, errors, metrics, page, probes
 from .lifecycle import DrainFlag, drain_flag
 from .settings import Settings
 from .state import EXTENSION, Runtime
@@ -39,6 +41,7 @@ def create_app(
     )
     errors.init_app(app)
     metrics.init_app(app)
+    page.init_app(app)
     app.register_blueprint(api.bp)
     app.register_blueprint(probes.bp)
     return app

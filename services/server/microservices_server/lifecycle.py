@@ -49,6 +49,18 @@ class DrainFlag:
 _shared_flag: DrainFlag | None = None
 # The metrics folder the master made (and so removes on exit); None if it made none.
 _own_metrics_dir: str | None = None
+# A SIGTERM that arrived before gunicorn could handle it (see serve.py).
+_early_sigterm = False
+
+
+def catch_early_sigterm() -> None:
+    """Remember a SIGTERM that arrives before gunicorn installs its own handler."""
+
+    def remember(_signum, _frame) -> None:
+        global _early_sigterm
+        _early_sigterm = True
+
+    signal.signal(signal.SIGTERM, remember)
 
 
 def drain_flag() -> DrainFlag:
@@ -132,5 +144,7 @@ def drain_on_sigterm(delay: float):
             timer.start()
 
         server.handle_term = handle_term
+        if _early_sigterm:  # asked to stop while starting: do it now that gunicorn can
+            os.kill(os.getpid(), signal.SIGTERM)
 
     return when_ready

@@ -1,28 +1,46 @@
-"""microservices-server: check the settings, then become gunicorn (exec, so gunicorn is PID 1
-and receives SIGTERM from Kubernetes or Docker directly)."""
+"""microservices-server: check the settings, then run gunicorn in this very process (PID 1 in
+a container, so that it receives SIGTERM from Kubernetes or Docker directly).
+
+PID 1 ignores a signal it has no handler for, and gunicorn installs its handlers only once it
+has read its configuration. A SIGTERM in that window (a pod deleted as it starts) would be lost
+and the container killed only when its grace period ends. So the first thing done here, before
+the heavier imports, is to catch SIGTERM; lifecycle.py hands a caught one to gunicorn as soon
+as gunicorn can act on it.
+"""
 
 from __future__ import annotations
 
-import os
 import sys
 
-from microservices_common.config import exit_on_config_error
-from microservices_common.logs import logging_config
-
-from .settings import ServeSettings, Settings
+from . import lifecycle
 
 GUNICORN_CONFIG = "python:microservices_server.gunicorn_conf"
 APP = "microservices_server.app:create_app()"
 
 
-@exit_on_config_error
 def main() -> None:
-    # Fail here, with exit code 2 and the variable's name, rather than in every worker.
-    Settings.from_env()
-    ServeSettings.from_env()
-    logging_config("server")
-    argv = [sys.executable, "-m", "gunicorn", "--config", GUNICORN_CONFIG, APP]
-    os.execv(sys.executable, argv)  # noqa: S606 - argv is ours, no shell
+    lifecycle.catch_early_sigterm()
+    check_settings()
+    from gunicorn.app.wsgiapp import run
+
+    sys.argv = ["microservices-server", "--config", GUNICORN_CONFIG, APP]
+    run(prog="microservices-server")
+
+
+def check_settings() -> None:
+    """Fail here, with exit code 2 and the variable's name, rather than in every worker."""
+    from microservices_common.config import exit_on_config_error
+    from microservices_common.logs import logging_config
+
+    from .settings import ServeSettings, Settings
+
+    @exit_on_config_error
+    def check() -> None:
+        Settings.from_env()
+        ServeSettings.from_env()
+        logging_config("server")
+
+    check()
 
 
 if __name__ == "__main__":

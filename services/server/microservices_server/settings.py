@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import os
 import re
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
@@ -76,6 +77,13 @@ class Settings:
     # bounds the memory the records take (see README, "What is guaranteed").
     idempotency_ttl: int = 600
     max_body_bytes: int = 1024
+    # The page shows a counter or poller "stale" once it has not been seen for this long
+    # (they call every INTERVAL, 1 s); it is forgotten after 12 times as long.
+    client_stale_after: float = 10.0
+
+    @property
+    def clients_ttl(self) -> int:
+        return math.ceil(12 * self.client_stale_after)
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -86,6 +94,7 @@ class Settings:
             api_key=env_str("API_KEY"),
             max_increment=env_int("MAX_INCREMENT", cls.max_increment, 1, 2**31),
             idempotency_ttl=env_int("IDEMPOTENCY_TTL", cls.idempotency_ttl, 1, 30 * 24 * 3600),
+            client_stale_after=env_float("CLIENT_STALE_AFTER", cls.client_stale_after, 0.5, 3600),
         )
 
 
@@ -158,6 +167,8 @@ class ServeSettings:
     # After SIGTERM: readiness answers 503 while requests are still served, so that whoever
     # polls readiness (a load balancer, compose's healthcheck) stops sending traffic first.
     drain_delay: float = 3.0
+    # Where every worker's metrics add up; by default a fresh folder when workers > 1.
+    metrics_dir: str | None = None
     # Which requests get an access-log line: see access_log.py.
     access_log: str = "api"
 
@@ -171,5 +182,21 @@ class ServeSettings:
             timeout=env_int("GUNICORN_TIMEOUT", cls.timeout, 1, 3600),
             graceful_timeout=env_int("GRACEFUL_TIMEOUT", cls.graceful_timeout, 1, 3600),
             drain_delay=env_float("DRAIN_DELAY", cls.drain_delay, 0, 300),
+            metrics_dir=writable_dir("PROMETHEUS_MULTIPROC_DIR"),
             access_log=env_choice("ACCESS_LOG", cls.access_log, ACCESS_LOG_CHOICES),
         )
+
+
+def writable_dir(name: str) -> str | None:
+    """A folder that is (or can be made) and takes a file: tried, not guessed from the mode
+    bits, which root and read-only mounts make misleading."""
+    value = env_str(name)
+    if value is None:
+        return None
+    try:
+        Path(value).mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=value):
+            pass
+    except OSError as exc:
+        raise ConfigError(name, value, f"not a writable folder ({exc.strerror})") from None
+    return value

@@ -1,10 +1,8 @@
 """The counter in Redis: read, increment (idempotently), reset, ping.
 
-With an Idempotency-Key, the increment and the key's record are one Lua script, which Redis
-runs atomically: two retries of the same request racing each other cannot both increment, and
-a key is never recorded without its increment (or the other way round). Without a key there is
-nothing to record: a plain INCRBY (atomic, one round trip, and a tenth of the script's work in
-Redis) returns the count.
+The increment and its Idempotency-Key record are one Lua script, which Redis runs atomically:
+two retries of the same request racing each other cannot both increment, and a key is never
+recorded without its increment (or the other way round).
 """
 
 from __future__ import annotations
@@ -20,30 +18,83 @@ from redis.retry import Retry
 from .settings import Settings
 
 # One hash tag, {microservices}, for every key: Redis Cluster puts them in one slot, so the
-# script below may touch the count and a record together (else CROSSSLOT).
+# scripts below may touch the count and the other keys together (else CROSSSLOT).
 COUNT_KEY = "{microservices}:count"
 IDEMPOTENCY_PREFIX = "{microservices}:idempotency:"
+# The support-tier clients seen (for the page): a sorted set, member "kind host version",
+# score the last time seen (Redis' clock). Trimmed on every write and expiring, so bounded.
+CLIENTS_KEY = "{microservices}:clients"
+MAX_CLIENTS = 100
+# Increments per second over the last HISTORY_SECONDS (for the page's rate and chart): a hash,
+# field the second (Redis' clock), value the increments counted in it.
+HISTORY_KEY = "{microservices}:history"
+HISTORY_SECONDS = 300
 
-# KEYS[1] the count, KEYS[2] the Idempotency-Key's record (optional);
-# ARGV[1] the increment, ARGV[2] the record's TTL in seconds.
+# Shared by the scripts: the time on Redis' clock (one clock for every server pod), and the
+# record of a client seen (the client, '' for none, and how long it is remembered). The record
+# is for the page only: pcall, so that a write Redis refuses (out of memory) fails no request.
+LUA_COMMON = f"""
+local function now()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) + tonumber(t[2]) / 1000000
+end
+local function seen(key, client, keep, at)
+  if client == '' then return end
+  redis.pcall('ZADD', key, at, client)
+  redis.pcall('ZREMRANGEBYSCORE', key, '-inf', at - keep)
+  redis.pcall('ZREMRANGEBYRANK', key, 0, -{MAX_CLIENTS + 1})
+  redis.pcall('EXPIRE', key, keep)
+end
+"""
+
+# KEYS[1] the count, KEYS[2] the clients seen; ARGV[1] the client, ARGV[2] how long it is
+# remembered. Returns the count (as GET does).
+READ_SCRIPT = (
+    LUA_COMMON
+    + """
+seen(KEYS[2], ARGV[1], tonumber(ARGV[2]), now())
+return redis.call('GET', KEYS[1])
+"""
+)
+
+# KEYS[1] the count, KEYS[2] the clients seen, KEYS[3] the history, KEYS[4] the
+# Idempotency-Key's record (optional); ARGV[1] the increment, ARGV[2] the record's TTL in
+# seconds, ARGV[3] the client, ARGV[4] how long it is remembered, ARGV[5] HISTORY_SECONDS.
 # Returns {count, replayed, the increment first recorded under this key}.
+# The client is recorded last: once a script has written, Redis lets it write on even past
+# maxmemory, so INCRBY must stay the first write (refused when Redis is out of memory).
 # Numbers travel as strings: Lua's numbers are doubles (exact only up to 2^53) and `..`
 # prints them with 14 digits, while GET returns the count exactly as Redis keeps it (int64).
-INCREMENT_SCRIPT = """
-if KEYS[2] then
-  local seen = redis.call('GET', KEYS[2])
-  if seen then
-    local sep = string.find(seen, ':', 1, true)
-    return {string.sub(seen, sep + 1), 1, string.sub(seen, 1, sep - 1)}
+INCREMENT_SCRIPT = (
+    LUA_COMMON
+    + """
+local at = now()
+if KEYS[4] then
+  local recorded = redis.call('GET', KEYS[4])
+  if recorded then
+    seen(KEYS[2], ARGV[3], tonumber(ARGV[4]), at)
+    local sep = string.find(recorded, ':', 1, true)
+    return {string.sub(recorded, sep + 1), 1, string.sub(recorded, 1, sep - 1)}
   end
 end
 redis.call('INCRBY', KEYS[1], ARGV[1])
 local count = redis.call('GET', KEYS[1])
-if KEYS[2] then
-  redis.call('SET', KEYS[2], ARGV[1] .. ':' .. count, 'EX', ARGV[2])
+if KEYS[4] then
+  redis.call('SET', KEYS[4], ARGV[1] .. ':' .. count, 'EX', ARGV[2])
 end
+local second = math.floor(at)
+if redis.call('HINCRBY', KEYS[3], second, ARGV[1]) == tonumber(ARGV[1]) then
+  -- The first increment of this second: forget the seconds that left the window.
+  local window = tonumber(ARGV[5])
+  for _, field in ipairs(redis.call('HKEYS', KEYS[3])) do
+    if tonumber(field) <= second - window then redis.call('HDEL', KEYS[3], field) end
+  end
+  redis.call('EXPIRE', KEYS[3], window)
+end
+seen(KEYS[2], ARGV[3], tonumber(ARGV[4]), at)
 return {count, 0, ARGV[1]}
 """
+)
 
 
 # The kernel's poll(), even where gevent has replaced select.poll with its own (see below).
@@ -61,8 +112,9 @@ class Connection(redis.Connection):
     poll gives the same answer with one call and nothing to yield for.
 
     The one case it does not look at, bytes already read but not yet parsed, does not arise
-    here: one command per round trip, no push messages (RESP2), and redis-py drops a connection
-    whose read failed part way."""
+    here: every command's (and pipeline's) replies are read whole before the connection goes
+    back, there are no push messages (RESP2), and redis-py drops a connection whose read
+    failed part way."""
 
     def can_read(self, timeout: float = 0) -> bool:
         if timeout == 0 and self._sock is not None:
@@ -84,10 +136,24 @@ class Increment:
     recorded_increment: int  # the increment the key was first used with
 
 
+@dataclass(frozen=True)
+class Snapshot:
+    """What the page shows, read in one round trip (see CounterStore.snapshot)."""
+
+    count: int
+    now: float  # Redis' clock, the one the clients' times and the history are on
+    clients: list[tuple[str, float]]  # (member, last seen), the latest first
+    history: dict[int, int]  # second -> increments counted in it
+    redis_version: str
+    redis_uptime: int  # seconds
+
+
 class CounterStore:
-    def __init__(self, client: redis.Redis, idempotency_ttl: int):
+    def __init__(self, client: redis.Redis, idempotency_ttl: int, clients_ttl: int = 120):
         self.redis = client
         self.idempotency_ttl = idempotency_ttl
+        self.clients_ttl = clients_ttl  # how long a client seen is remembered
+        self._read = client.register_script(READ_SCRIPT)
         self._increment = client.register_script(INCREMENT_SCRIPT)
 
     @classmethod
@@ -105,26 +171,50 @@ class CounterStore:
         )
         if settings.redis_password is not None:
             client.connection_pool.connection_kwargs["password"] = settings.redis_password
-        return cls(client, settings.idempotency_ttl)
+        return cls(client, settings.idempotency_ttl, settings.clients_ttl)
 
-    def get(self) -> int:
-        value = self.redis.get(COUNT_KEY)
+    def get(self, client: str | None = None) -> int:
+        """The count; `client` (a support-tier client's record, identity.Client.member) is
+        recorded as seen in the same round trip."""
+        if client is None:
+            value = self.redis.get(COUNT_KEY)
+        else:
+            value = self._read(keys=[COUNT_KEY, CLIENTS_KEY], args=[client, self.clients_ttl])
         return int(value) if value is not None else 0
 
-    def increment(self, amount: int, idempotency_key: str | None = None) -> Increment:
+    def increment(
+        self, amount: int, idempotency_key: str | None = None, client: str | None = None
+    ) -> Increment:
+        keys = [COUNT_KEY, CLIENTS_KEY, HISTORY_KEY]
+        if idempotency_key is not None:
+            keys.append(IDEMPOTENCY_PREFIX + idempotency_key)
+        args = [amount, self.idempotency_ttl, client or "", self.clients_ttl, HISTORY_SECONDS]
         try:
-            if idempotency_key is None:
-                # INCRBY answers an integer reply: the exact int64, no Lua number in between.
-                return Increment(self.redis.incrby(COUNT_KEY, amount), False, amount)
-            count, replayed, recorded = self._increment(
-                keys=[COUNT_KEY, IDEMPOTENCY_PREFIX + idempotency_key],
-                args=[amount, self.idempotency_ttl],
-            )
+            count, replayed, recorded = self._increment(keys=keys, args=args)
         except redis.ResponseError as exc:
             if "overflow" in str(exc):
                 raise CounterOverflow(str(exc)) from None
             raise
         return Increment(int(count), bool(replayed), int(recorded))
+
+    def snapshot(self) -> Snapshot:
+        """The count, the clients seen, the history and Redis' clock and version: one round
+        trip of read-only commands, however many pages ask."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.get(COUNT_KEY)
+        pipe.time()
+        pipe.zrange(CLIENTS_KEY, 0, -1, desc=True, withscores=True)
+        pipe.hgetall(HISTORY_KEY)
+        pipe.info("server")
+        count, (seconds, micros), clients, history, info = pipe.execute()
+        return Snapshot(
+            count=int(count) if count is not None else 0,
+            now=seconds + micros / 1e6,
+            clients=[(member.decode(), score) for member, score in clients],
+            history={int(second): int(n) for second, n in history.items()},
+            redis_version=str(info.get("redis_version", "")),
+            redis_uptime=int(info.get("uptime_in_seconds", 0)),
+        )
 
     def reset(self) -> int:
         self.redis.set(COUNT_KEY, 0)
