@@ -102,6 +102,10 @@ class Proxy:
                 logging.WARNING,
                 client=client,
             )
+        except asyncio.CancelledError:
+            # Stopping (serve() cancels every connection): end quietly. Re-raised, asyncio's
+            # own callback on Python 3.11/3.12 would log each one as an error with a traceback.
+            pass
         finally:
             client_out.close()
             self.connections.discard(asyncio.current_task())
