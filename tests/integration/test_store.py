@@ -4,10 +4,11 @@ overflow refused."""
 import uuid
 
 import pytest
-from microservices_server.store import COUNT_KEY, IDEMPOTENCY_PREFIX
+from microservices_server.store import CLIENTS_KEY, COUNT_KEY, HISTORY_KEY, IDEMPOTENCY_PREFIX
 from redis.crc import key_slot
 
 JSON = "application/json"
+UA = "microservices-counter/1.0.0 (counter-pod-1)"
 
 
 def test_every_key_hashes_to_the_count_slot():
@@ -41,3 +42,21 @@ def test_overflow_is_refused_and_changes_nothing(client, redis_client, headers):
 def test_without_a_key_the_count_is_exact_past_2_to_the_53(client, redis_client):
     redis_client.set(COUNT_KEY, 2**53 + 1)
     assert client.post("/", json={"increment": 2}).get_json() == {"count": 2**53 + 3}
+
+
+@pytest.mark.parametrize("key", [HISTORY_KEY, CLIENTS_KEY])
+def test_a_broken_page_key_never_fails_or_doubles_an_increment(client, redis_client, key):
+    """The page's bookkeeping runs after the INCRBY, in the same script: a key of the wrong
+    type there must not fail the request (the client would retry an applied increment)."""
+    redis_client.set(key, "not a hash or a sorted set")
+    response = client.post("/", json={"increment": 2}, headers={"User-Agent": UA})
+    assert response.status_code == 200, response.get_json()
+    assert response.get_json() == {"count": 2}
+    assert client.get("/").get_json() == {"count": 2}
+
+
+def test_the_status_answers_200_even_when_the_count_is_not_a_number(client, redis_client):
+    redis_client.set(COUNT_KEY, "abc")
+    response = client.get("/api/status")
+    assert response.status_code == 200
+    assert response.get_json()["tiers"]["data"]["status"] == "down"

@@ -109,7 +109,7 @@ class Snapshots:
             snapshot, error = None, ""
             try:
                 snapshot = store.snapshot()
-            except redis.RedisError as exc:
+            except (redis.RedisError, ValueError) as exc:  # ValueError: a count that is no int
                 on_error()
                 error = f"{type(exc).__name__}: {exc}"
             latency = round((time.perf_counter() - started) * 1000, 1)

@@ -82,14 +82,16 @@ local count = redis.call('GET', KEYS[1])
 if KEYS[4] then
   redis.call('SET', KEYS[4], ARGV[1] .. ':' .. count, 'EX', ARGV[2])
 end
+-- The history is the page's: pcall, so that a history Redis refuses (a key of the wrong
+-- type) fails nothing after the INCRBY above, which a failed script would not undo.
 local second = math.floor(at)
-if redis.call('HINCRBY', KEYS[3], second, ARGV[1]) == tonumber(ARGV[1]) then
+if redis.pcall('HINCRBY', KEYS[3], second, ARGV[1]) == tonumber(ARGV[1]) then
   -- The first increment of this second: forget the seconds that left the window.
   local window = tonumber(ARGV[5])
-  for _, field in ipairs(redis.call('HKEYS', KEYS[3])) do
-    if tonumber(field) <= second - window then redis.call('HDEL', KEYS[3], field) end
+  for _, field in ipairs(redis.pcall('HKEYS', KEYS[3])) do
+    if tonumber(field) <= second - window then redis.pcall('HDEL', KEYS[3], field) end
   end
-  redis.call('EXPIRE', KEYS[3], window)
+  redis.pcall('EXPIRE', KEYS[3], window)
 end
 seen(KEYS[2], ARGV[3], tonumber(ARGV[4]), at)
 return {count, 0, ARGV[1]}
