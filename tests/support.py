@@ -20,18 +20,20 @@ BIN = Path(sys.executable).parent
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def env_file(path: Path) -> dict[str, str]:
+    """The NAME=value lines of a dotenv file (compose's .env, kustomize's secrets .env);
+    comments skipped, quotes around a value dropped; {} if there is no file."""
+    lines = path.read_text().splitlines() if path.is_file() else []
+    pairs = (
+        line.split("=", 1) for line in lines if "=" in line and not line.lstrip().startswith("#")
+    )
+    return {key.strip(): value.strip().strip("'\"") for key, value in pairs}
+
+
 def setting(name: str) -> str | None:
     """A setting from the environment, else from .env (where scripts/airgap-images keeps
     PYTHON_IMAGE, REDIS_IMAGE and PIP_INSTALL_FLAGS for a new shell), else None."""
-    if os.environ.get(name):
-        return os.environ[name]
-    dotenv = ROOT / ".env"
-    lines = dotenv.read_text().splitlines() if dotenv.is_file() else []
-    for line in lines:
-        key, _, value = line.partition("=")
-        if key.strip() == name and not line.lstrip().startswith("#"):
-            return value.strip().strip("'\"") or None
-    return None
+    return os.environ.get(name) or env_file(ROOT / ".env").get(name) or None
 
 
 # The Redis image for testcontainers: the official one by default; where no registry is

@@ -38,7 +38,7 @@ import requests
 import yaml
 
 from tests.e2e.backends import ROOT, run
-from tests.support import free_port, setting, wait_for
+from tests.support import env_file, free_port, setting, wait_for
 
 KIND_CONFIG = "tests/e2e/kind-config.yaml"
 
@@ -235,13 +235,8 @@ class KindBackend:
         """API_KEY of the overlay's Secret (from the env file its secretGenerator reads)."""
         overlay = self.kustomize_root / "overlays" / self.overlay
         kustomization = yaml.safe_load((overlay / "kustomization.yaml").read_text())
-        env_file = kustomization["secretGenerator"][0]["envs"][0]
-        values = dict(
-            line.split("=", 1)
-            for line in (overlay / env_file).read_text().splitlines()
-            if "=" in line and not line.startswith("#")
-        )
-        return values["API_KEY"]
+        secrets_file = kustomization["secretGenerator"][0]["envs"][0]
+        return env_file(overlay / secrets_file)["API_KEY"]
 
     # --- the plan: plain command lists -------------------------------------------------------
 
