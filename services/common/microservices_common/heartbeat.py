@@ -17,6 +17,8 @@ import sys
 import time
 from pathlib import Path
 
+from .config import env_str
+
 DEFAULT_FILE = "/tmp/heartbeat"  # noqa: S108 - /tmp is an emptyDir/tmpfs in our manifests
 
 
@@ -38,7 +40,7 @@ def age(path: str) -> float:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Exit 0 if the heartbeat file is fresh.")
-    parser.add_argument("--file", default=os.environ.get("HEARTBEAT_FILE") or DEFAULT_FILE)
+    parser.add_argument("--file", default=env_str("HEARTBEAT_FILE", DEFAULT_FILE))
     parser.add_argument("--max-age", type=float, default=30.0, help="seconds")
     args = parser.parse_args(argv)
     try:

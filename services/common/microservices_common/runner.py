@@ -61,7 +61,7 @@ class Worker:
         # `microservices-counter/1.0.0 (<hostname>)`: the server's page shows each pod by it.
         return http_session(user_agent(self.name))
 
-    def wait(self, seconds: float) -> bool:
+    def wait(self, seconds: float) -> bool:  # every retry wait of the counter goes here too
         """Sleep up to `seconds`, beating the heartbeat every BEAT_EVERY (waiting is alive,
         not hung); return True as soon as a stop was asked for."""
         deadline = time.monotonic() + seconds

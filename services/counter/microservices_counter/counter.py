@@ -139,7 +139,6 @@ class Counter:
         fields = {"increment": increment, "idempotency_key": key}
         deadline = time.monotonic() + self.retry_deadline
         for attempt, delay in enumerate(self.backoff.delays(), start=1):
-            self.worker.heartbeat.beat()  # retrying is alive, not hung
             outcome = self.post(increment, key)
             if outcome.count is not None:
                 log_event(

@@ -79,9 +79,6 @@ def _load_thread(worker: Worker, interval: float, tally: Tally, end: float | Non
 
 def run_load(worker: Worker, rate: float, concurrency: int, duration: float) -> int:
     log, stop = worker.log, worker.stop
-    if rate < 0 or concurrency < 1 or duration < 0:
-        log.error("--rate and --duration must be >= 0 and --concurrency >= 1")
-        return 2
     interval = concurrency / rate if rate else 0.0
     started = time.monotonic()
     end = started + duration if duration else None

@@ -125,14 +125,13 @@ def drain_on_sigterm(delay: float):
     """The when_ready hook: from then on, the master's first SIGTERM starts the drain."""
 
     def when_ready(server) -> None:
-        stop = server.handle_term  # gunicorn's own: the graceful stop
-        draining = threading.Event()
+        stop = server.handle_term  # gunicorn's own: the graceful stop (raises StopIteration)
 
         def handle_term() -> None:
-            if draining.is_set() or delay <= 0:
+            if _shared_flag.is_set() or delay <= 0:  # a second SIGTERM, or no drain asked
                 _shared_flag.set()
                 stop()
-            draining.set()
+                return
             _shared_flag.set()
             server.log.info(
                 "Draining: readiness answers 503 for %gs (DRAIN_DELAY), then graceful stop",

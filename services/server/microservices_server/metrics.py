@@ -21,6 +21,7 @@ from prometheus_client import (
     multiprocess,
 )
 
+from .lifecycle import MULTIPROC_ENV
 from .state import runtime
 
 bp = Blueprint("metrics", __name__)
@@ -67,7 +68,7 @@ class Metrics:
         self.redis_errors.labels(operation).inc()
 
     def render(self) -> bytes:
-        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        if os.environ.get(MULTIPROC_ENV):
             registry = CollectorRegistry()
             multiprocess.MultiProcessCollector(registry)
             return generate_latest(registry)

@@ -24,6 +24,8 @@ from microservices_common.config import (
     env_url,
 )
 
+from .lifecycle import MULTIPROC_ENV
+
 REDIS_SCHEMES = ("redis", "rediss", "unix")
 # Options the server sets itself: in the URL they would silently undo a promise (a
 # `socket_timeout=30` would hold a worker 30 s on a stuck Redis instead of answering 503).
@@ -182,7 +184,7 @@ class ServeSettings:
             timeout=env_int("GUNICORN_TIMEOUT", cls.timeout, 1, 3600),
             graceful_timeout=env_int("GRACEFUL_TIMEOUT", cls.graceful_timeout, 1, 3600),
             drain_delay=env_float("DRAIN_DELAY", cls.drain_delay, 0, 300),
-            metrics_dir=writable_dir("PROMETHEUS_MULTIPROC_DIR"),
+            metrics_dir=writable_dir(MULTIPROC_ENV),
             access_log=env_choice("ACCESS_LOG", cls.access_log, ACCESS_LOG_CHOICES),
         )
 
