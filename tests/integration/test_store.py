@@ -60,3 +60,24 @@ def test_the_status_answers_200_even_when_the_count_is_not_a_number(client, redi
     response = client.get("/api/status")
     assert response.status_code == 200
     assert response.get_json()["tiers"]["data"]["status"] == "down"
+
+
+@pytest.mark.parametrize(
+    "request_args",
+    [
+        {"method": "POST", "json": {"increment": 2}},
+        {"method": "GET", "headers": {"User-Agent": UA}},  # the read script (records the client)
+    ],
+    ids=["increment", "read"],
+)
+def test_scripts_are_loaded_again_when_redis_forgot_them(client, redis_client, request_args):
+    """A Redis restarted (or failed over, or SCRIPT FLUSHed) no longer knows the scripts the
+    server runs by SHA1: the request still succeeds, once, and the script is known again."""
+    redis_client.set(COUNT_KEY, 40)
+    redis_client.script_flush()
+    response = client.open("/", **request_args)
+    assert response.status_code == 200
+    expected = 42 if request_args["method"] == "POST" else 40
+    assert response.get_json() == {"count": expected}
+    assert int(redis_client.get(COUNT_KEY)) == expected
+    assert redis_client.info("memory")["number_of_cached_scripts"] >= 1

@@ -17,6 +17,7 @@ import redis
 from flask import Blueprint, request
 from microservices_common.identity import Client
 from microservices_common.logs import log_event
+from werkzeug.datastructures import Headers
 
 from . import page
 from .errors import ApiError
@@ -49,9 +50,9 @@ def redis_call(operation: str, call: Callable[[], T]) -> T:
         ) from None
 
 
-def caller() -> str | None:
+def caller(headers: Headers) -> str | None:
     """The support-tier client making this request (recorded for the page), or None."""
-    client = Client.from_user_agent(request.headers.get("User-Agent"))
+    client = Client.from_user_agent(headers.get("User-Agent"))
     return client.member if client else None
 
 
@@ -60,19 +61,21 @@ def read_count():
     # A browser gets the live page (no Redis needed); every API client gets the count.
     if page.wants_page():
         return page.page()
-    count = redis_call("get", lambda: runtime().store.get(caller()))
+    count = redis_call("get", lambda: runtime().store.get(caller(request.headers)))
     return {"count": count}, 200, {"Vary": "Accept"}
 
 
 @bp.post("/")
 def increment():
     state = runtime()
-    key = parse_idempotency_key(request.headers.get("Idempotency-Key"))
+    req = request._get_current_object()  # one context lookup, not one per attribute
+    key = parse_idempotency_key(req.headers.get("Idempotency-Key"))
     amount = parse_increment(
-        request.get_data(cache=False), request.content_type, state.settings.max_increment
+        req.get_data(cache=False), req.content_type, state.settings.max_increment
     )
+    client = caller(req.headers)
     try:
-        result = redis_call("increment", lambda: state.store.increment(amount, key, caller()))
+        result = redis_call("increment", lambda: state.store.increment(amount, key, client))
     except CounterOverflow:
         raise ApiError(409, "the count would pass 2^63-1; reset it first") from None
     if result.replayed and result.recorded_increment != amount:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import time
 
-from flask import Blueprint, Flask, Response, g, request
+from flask import Blueprint, Flask, Response, request
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -75,16 +75,26 @@ class Metrics:
         return generate_latest(self.registry)
 
 
-def _start_timer() -> None:
-    g.started = time.perf_counter()
+STARTED = "microservices.started"  # the environ key under which a request's clock starts
+
+
+class _StartClock:
+    """WSGI middleware: note when the request reached the app (cheaper than a
+    before_request hook, and it counts Flask's own set-up too)."""
+
+    def __init__(self, wsgi_app) -> None:
+        self.wsgi_app = wsgi_app
+
+    def __call__(self, environ, start_response):
+        environ[STARTED] = time.perf_counter()
+        return self.wsgi_app(environ, start_response)
 
 
 def _count_request(response: Response) -> Response:
-    rule = request.url_rule.rule if request.url_rule else "unmatched"
-    started = g.get("started", time.perf_counter())
-    runtime().metrics.observe(
-        rule, request.method, response.status_code, time.perf_counter() - started
-    )
+    req = request._get_current_object()  # one context lookup instead of four
+    rule = req.url_rule.rule if req.url_rule else "unmatched"
+    seconds = time.perf_counter() - req.environ.get(STARTED, time.perf_counter())
+    runtime().metrics.observe(rule, req.method, response.status_code, seconds)
     return response
 
 
@@ -95,6 +105,6 @@ def prometheus() -> Response:
 
 def init_app(app: Flask) -> None:
     """Time every request of `app` into its runtime's metrics; serve GET /metrics."""
-    app.before_request(_start_timer)
+    app.wsgi_app = _StartClock(app.wsgi_app)
     app.after_request(_count_request)
     app.register_blueprint(bp)
