@@ -1,6 +1,7 @@
 import json
 import logging
 import logging.config
+import time
 
 from microservices_common.logs import JsonFormatter, TextFormatter, ledger_logger, logging_config
 
@@ -36,3 +37,16 @@ def test_the_ledger_is_written_whatever_log_level_says(monkeypatch):
     finally:
         monkeypatch.setenv("LOG_LEVEL", "info")
         logging.config.dictConfig(logging_config("counter"))
+
+
+def test_each_line_carries_its_own_time_across_seconds():
+    """The time text is cached per second: lines a second apart, or back in time (a clock
+    stepped back), still show their own time, as logging's own formatter would."""
+    text, as_json = TextFormatter("server"), JsonFormatter("server")
+    plain = logging.Formatter("%(asctime)s %(levelname)s server %(message)s")
+    for created in (1_700_000_000.25, 1_700_000_000.75, 1_700_000_001.5, 1_699_999_000.0):
+        record = logging.LogRecord("x", logging.INFO, __file__, 1, "hello", None, None)
+        record.created, record.msecs = created, (created % 1) * 1000
+        assert text.format(record) == plain.format(record)
+        utc = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(created))
+        assert json.loads(as_json.format(record))["time"] == f"{utc}.{int(record.msecs):03d}Z"

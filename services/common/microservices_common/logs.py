@@ -18,20 +18,44 @@ from typing import Any
 
 from .config import env_choice
 
+# What a record need not find out, since no format here prints it: the caller's file and line
+# (a walk up the stack), the thread, the process. The logging HOWTO's "Optimization" section
+# names these switches; with them a line costs about a fifth less.
+logging._srcfile = None
+logging.logThreads = False
+logging.logProcesses = False
+logging.logMultiprocessing = False
+
 LEDGER = "ledger"
 LEVELS = ("debug", "info", "warning", "error", "critical")
 FORMATS = ("text", "json")
+
+
+class SecondCache:
+    """A time format applied at most once a second (the server logs thousands of lines in
+    one): strftime(`fmt`) of the second `convert` gives for a record's time."""
+
+    def __init__(self, fmt: str, convert) -> None:
+        self.fmt = fmt
+        self.convert = convert
+        self._second, self._text = -1, ""
+
+    def __call__(self, created: float) -> str:
+        second = int(created)
+        if second != self._second:
+            self._second, self._text = second, time.strftime(self.fmt, self.convert(second))
+        return self._text
 
 
 class JsonFormatter(logging.Formatter):
     def __init__(self, service: str):
         super().__init__()
         self.service = service
+        self._utc_second = SecondCache("%Y-%m-%dT%H:%M:%S", time.gmtime)
 
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
-            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
-            + f".{int(record.msecs):03d}Z",
+            "time": f"{self._utc_second(record.created)}.{int(record.msecs):03d}Z",
             "level": record.levelname.lower(),
             "service": self.service,
             "logger": record.name,
@@ -46,6 +70,11 @@ class JsonFormatter(logging.Formatter):
 class TextFormatter(logging.Formatter):
     def __init__(self, service: str):
         super().__init__(f"%(asctime)s %(levelname)s {service} %(message)s")
+        self._local_second = SecondCache(self.default_time_format, self.converter)
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:  # noqa: N802
+        # logging's own format (local time, milliseconds after a comma), from the cache.
+        return self.default_msec_format % (self._local_second(record.created), record.msecs)
 
     def format(self, record: logging.LogRecord) -> str:
         line = super().format(record)

@@ -6,12 +6,40 @@ two sends are two system calls and two TCP segments where one does (Node.js send
 `install()` (a worker hook, lifecycle.post_worker_init) makes each worker's gunicorn build its
 answers with `OneWriteResponse`; any other answer (streamed, chunked, HEAD, 204/304) goes
 through gunicorn's own code unchanged.
+
+Two more costs of every answer go with it: the Date header, which gunicorn formats anew for
+each answer (email.utils.formatdate, 2 us), is formatted once a second; and the write is a
+plain send() rather than gevent's sendall(), which asks the kernel for the socket's buffer
+size (a system call) before every write, whatever its size.
 """
 
 from __future__ import annotations
 
+import time
+
 from gunicorn import util
 from gunicorn.http import wsgi
+
+_format_http_date = util.http_date
+_date_cache: tuple[int, str] = (0, "")
+
+
+def http_date(timestamp: float | None = None) -> str:
+    """gunicorn's util.http_date, the current date formatted at most once a second."""
+    global _date_cache
+    if timestamp is not None:
+        return _format_http_date(timestamp)
+    second = int(time.time())
+    if _date_cache[0] != second:
+        _date_cache = (second, _format_http_date(second))
+    return _date_cache[1]
+
+
+def send_whole(sock, data: bytes) -> None:
+    """Write all of `data`: one send() for a small answer, sendall() for whatever is left."""
+    sent = sock.send(data)
+    if sent < len(data):
+        sock.sendall(memoryview(data)[sent:])
 
 
 class OneWriteResponse(wsgi.Response):
@@ -30,10 +58,11 @@ class OneWriteResponse(wsgi.Response):
         head.extend(f"{name}: {value}\r\n" for name, value in self.headers)
         self.headers_sent = True
         self.sent += len(arg)
-        util.write(self.sock, util.to_bytestring("".join(head) + "\r\n", "latin-1") + arg)
+        send_whole(self.sock, util.to_bytestring("".join(head) + "\r\n", "latin-1") + arg)
 
 
 def install() -> None:
     """From now on this process's gunicorn answers through OneWriteResponse (gunicorn looks the
-    class up in its wsgi module for every request)."""
+    class up in its wsgi module for every request) and dates them from the cache."""
     wsgi.Response = OneWriteResponse
+    util.http_date = http_date
