@@ -1,6 +1,8 @@
 """The commands as real processes: gunicorn serving, draining on SIGTERM; the counter and the
 poller counting, surviving a server outage, stopping on SIGTERM; await-redis; bad settings."""
 
+import json
+import socket
 import subprocess
 import time
 
@@ -40,6 +42,50 @@ def test_answers_on_one_keep_alive_connection(server):
     assert missing.status_code == 404 and "error" in missing.json()
     assert "http_requests_total" in metrics.text
     assert again.json() == {"count": 3}
+
+
+def test_workers_import_redis_only_after_gevent_patched(server):
+    """The settings check imports redis-py; done in the master, every gevent worker would
+    inherit modules imported before it patched socket and ssl (and gevent says so)."""
+    assert requests.post(server.url + "/", timeout=5).json() == {"count": 1}
+    assert "Booting worker" in server.output
+    assert "MonkeyPatchWarning" not in server.output
+
+
+def exchange(url: str, data: bytes) -> bytes:
+    """Send raw bytes on a fresh connection; everything the server answers until it closes."""
+    host, port = url.removeprefix("http://").split(":")
+    answer = b""
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(data)
+        while chunk := sock.recv(65536):
+            answer += chunk
+    return answer
+
+
+@pytest.mark.parametrize(
+    ("chunks", "error"),
+    [
+        (b"zz\r\n" + b'{"increment": 5}' + b"\r\n0\r\n\r\n", "InvalidChunkSize"),
+        (b"10\r\n" + b'{"increment": 5}' + b"XX0\r\n\r\n", "ChunkMissingTerminator"),
+    ],
+    ids=["chunk-size", "chunk-end"],
+)
+def test_a_malformed_chunked_body_is_a_400_and_counts_nothing(server, chunks, error):
+    """gunicorn decodes a chunked body as the app reads it: broken framing is the client's
+    error, answered once as JSON, and the connection is closed (the stream is unusable)."""
+    head = (
+        b"POST / HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n"
+    )
+    answer = exchange(server.url, head + chunks)
+    assert answer.startswith(b"HTTP/1.1 400 "), answer
+    assert answer.count(b"HTTP/1.1 ") == 1, answer
+    assert json.loads(answer.split(b"\r\n\r\n", 1)[1]) == {
+        "error": f"malformed request body: {error}"
+    }
+    assert server.count() == 0
+    assert "Traceback" not in server.output
 
 
 def access_lines(server: Server) -> list[str]:

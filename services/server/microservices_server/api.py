@@ -14,7 +14,8 @@ from collections.abc import Callable
 from typing import TypeVar
 
 import redis
-from flask import Blueprint, request
+from flask import Blueprint, Request, request
+from gunicorn.http.errors import ParseException
 from microservices_common.identity import Client
 from microservices_common.logs import log_event
 from werkzeug.datastructures import Headers
@@ -50,6 +51,15 @@ def redis_call(operation: str, call: Callable[[], T]) -> T:
         ) from None
 
 
+def request_body(req: Request) -> bytes:
+    """The request's whole body. gunicorn decodes a chunked body as it is read; a body whose
+    chunks are malformed is the client's error (400), not a bug (500 and a traceback)."""
+    try:
+        return req.get_data(cache=False)
+    except ParseException as exc:
+        raise ApiError(400, f"malformed request body: {type(exc).__name__}") from None
+
+
 def caller(headers: Headers) -> str | None:
     """The support-tier client making this request (recorded for the page), or None."""
     client = Client.from_user_agent(headers.get("User-Agent"))
@@ -70,9 +80,7 @@ def increment():
     state = runtime()
     req = request._get_current_object()  # one context lookup, not one per attribute
     key = parse_idempotency_key(req.headers.get("Idempotency-Key"))
-    amount = parse_increment(
-        req.get_data(cache=False), req.content_type, state.settings.max_increment
-    )
+    amount = parse_increment(request_body(req), req.content_type, state.settings.max_increment)
     client = caller(req.headers)
     try:
         result = redis_call("increment", lambda: state.store.increment(amount, key, client))

@@ -10,7 +10,9 @@ as gunicorn can act on it.
 
 from __future__ import annotations
 
+import os
 import sys
+import traceback
 
 from . import lifecycle
 
@@ -28,7 +30,33 @@ def main() -> None:
 
 
 def check_settings() -> None:
-    """Fail here, with exit code 2 and the variable's name, rather than in every worker."""
+    """Fail here, with exit code 2 and the variable's name, rather than in every worker.
+
+    Checked in a child process: checking the Redis URL imports redis-py, and gunicorn's master
+    must not hold it when it forks the gevent workers, which import it only once gevent has
+    patched the socket, ssl and threading modules (else gevent warns, in every worker, that
+    redis-py's modules were imported before it could patch them)."""
+    pid = os.fork()
+    if pid == 0:  # the child: check, report, exit with check()'s code
+        code = 1
+        try:
+            _check()
+            code = 0
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else 1
+        except BaseException:
+            traceback.print_exc()
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    code = os.waitstatus_to_exitcode(status)
+    if code != 0:
+        sys.exit(code)
+
+
+def _check() -> None:
     from microservices_common.config import exit_on_config_error
     from microservices_common.logs import logging_config
 
