@@ -157,6 +157,17 @@ def test_metrics(client):
     assert "redis_errors_total{" not in text  # Redis answered everything
 
 
+def test_invented_methods_share_one_label(client):
+    """A client may send any method name; /metrics must not grow a series per name."""
+    for n in range(20):
+        assert client.open("/", method=f"INVENTED{n}").status_code == 405
+        assert client.open("/nowhere", method=f"MADEUP{n}").status_code == 404
+    text = client.get("/metrics").get_data(as_text=True)
+    assert 'http_requests_total{method="OTHER",route="unmatched",status="405"} 20.0' in text
+    assert 'http_requests_total{method="OTHER",route="unmatched",status="404"} 20.0' in text
+    assert "INVENTED" not in text and "MADEUP" not in text
+
+
 def test_metrics_count_redis_errors():
     client = make_app(f"redis://127.0.0.1:{free_port()}/0").test_client()
     assert client.get("/").status_code == 503

@@ -75,6 +75,9 @@ class Metrics:
         return generate_latest(self.registry)
 
 
+# The methods a label may name; any other is counted as OTHER. HTTP lets a client invent
+# methods, and a label per invented one would grow /metrics (and memory) without end.
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"})
 STARTED = "microservices.started"  # the environ key under which a request's clock starts
 
 
@@ -94,7 +97,8 @@ def _count_request(response: Response) -> Response:
     req = request._get_current_object()  # one context lookup instead of four
     rule = req.url_rule.rule if req.url_rule else "unmatched"
     seconds = time.perf_counter() - req.environ.get(STARTED, time.perf_counter())
-    runtime().metrics.observe(rule, req.method, response.status_code, seconds)
+    method = req.method if req.method in METHODS else "OTHER"
+    runtime().metrics.observe(rule, method, response.status_code, seconds)
     return response
 
 
