@@ -19,6 +19,7 @@ from gunicorn.http.errors import ParseException
 from microservices_common.identity import Client
 from microservices_common.logs import log_event
 from werkzeug.datastructures import Headers
+from werkzeug.exceptions import RequestEntityTooLarge
 
 from . import page
 from .errors import ApiError
@@ -51,13 +52,22 @@ def redis_call(operation: str, call: Callable[[], T]) -> T:
         ) from None
 
 
-def request_body(req: Request) -> bytes:
-    """The request's whole body. gunicorn decodes a chunked body as it is read; a body whose
-    chunks are malformed is the client's error (400), not a bug (500 and a traceback)."""
+def request_body(req: Request, limit: int) -> bytes:
+    """The request's whole body, at most `limit` bytes, or a 4xx.
+
+    gunicorn decodes a chunked body (no Content-Length) as it is read: malformed chunks are
+    the client's error (400), not a bug (500 and a traceback). Nor does such a body announce
+    its size: werkzeug reads it up to MAX_CONTENT_LENGTH, which the factory sets one byte
+    past `limit`, and stops there without a word (it could not tell a body of exactly its
+    limit from a longer one). So the length is checked here: without it, a body cut at the
+    limit whose first part parses would count."""
     try:
-        return req.get_data(cache=False)
+        body = req.get_data(cache=False)
     except ParseException as exc:
         raise ApiError(400, f"malformed request body: {type(exc).__name__}") from None
+    if len(body) > limit:
+        raise RequestEntityTooLarge()
+    return body
 
 
 def caller(headers: Headers) -> str | None:
@@ -80,7 +90,8 @@ def increment():
     state = runtime()
     req = request._get_current_object()  # one context lookup, not one per attribute
     key = parse_idempotency_key(req.headers.get("Idempotency-Key"))
-    amount = parse_increment(request_body(req), req.content_type, state.settings.max_increment)
+    body = request_body(req, state.settings.max_body_bytes)
+    amount = parse_increment(body, req.content_type, state.settings.max_increment)
     client = caller(req.headers)
     try:
         result = redis_call("increment", lambda: state.store.increment(amount, key, client))

@@ -31,7 +31,9 @@ def create_app(
     environment; tests pass their own settings, store and drain flag."""
     settings = settings or Settings.from_env()
     app = Flask(__name__)
-    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    # One byte past the limit, so that a body longer than the limit can be told from one of
+    # exactly its size however it is sent (api.request_body checks the length).
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes + 1
     app.extensions[EXTENSION] = Runtime(
         settings=settings,
         store=store or CounterStore.from_settings(settings),
