@@ -139,3 +139,6 @@ def test_a_sigterm_while_starting_is_not_lost(redis_url):
         server.kill()
     assert early, "gunicorn had started already: the test proves nothing"
     assert "Shutting down: Master" in server.output
+    # Stopped before forking a worker: one still booting would miss a SIGTERM (it has no
+    # handler yet) and be killed only when GRACEFUL_TIMEOUT ends.
+    assert "Booting worker" not in server.output

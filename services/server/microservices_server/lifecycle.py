@@ -143,7 +143,10 @@ def drain_on_sigterm(delay: float):
             timer.start()
 
         server.handle_term = handle_term
-        if _early_sigterm:  # asked to stop while starting: do it now that gunicorn can
-            os.kill(os.getpid(), signal.SIGTERM)
+        if _early_sigterm:
+            # Asked to stop while starting: stop now, before any worker is forked. (A SIGTERM
+            # re-sent instead reached workers still booting, before they had handlers of
+            # their own: they missed it, and the stop took GRACEFUL_TIMEOUT.)
+            server.halt()
 
     return when_ready

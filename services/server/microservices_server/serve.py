@@ -4,13 +4,14 @@ a container, so that it receives SIGTERM from Kubernetes or Docker directly).
 PID 1 ignores a signal it has no handler for, and gunicorn installs its handlers only once it
 has read its configuration. A SIGTERM in that window (a pod deleted as it starts) would be lost
 and the container killed only when its grace period ends. So the first thing done here, before
-the heavier imports, is to catch SIGTERM; lifecycle.py hands a caught one to gunicorn as soon
-as gunicorn can act on it.
+the heavier imports, is to catch SIGTERM; once gunicorn can act on it, lifecycle.py stops it,
+before any worker is forked.
 """
 
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import traceback
 
@@ -42,8 +43,10 @@ def check_settings() -> None:
         try:
             _check()
             code = 0
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else 1
+        except SystemExit as exc:  # exit_on_config_error's exit 2, after its one line
+            code = exc.code if isinstance(exc.code, int) else 0 if exc.code is None else 1
+        except KeyboardInterrupt:  # Ctrl-C while checking: stop quietly, as the shell expects
+            code = 128 + signal.SIGINT
         except BaseException:
             traceback.print_exc()
         finally:
