@@ -55,6 +55,7 @@ control_socket_disable = True
 worker_tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") else None  # noqa: S108
 
 on_starting = lifecycle.on_starting
+post_fork = lifecycle.post_fork
 post_worker_init = lifecycle.post_worker_init
 when_ready = lifecycle.drain_on_sigterm(_settings.drain_delay)
 child_exit = lifecycle.child_exit

@@ -97,6 +97,15 @@ def _prepare_metrics_dir(server) -> None:
         server.log.info("Metrics of every worker add up in %s", os.environ[MULTIPROC_ENV])
 
 
+def post_fork(_server, _worker) -> None:
+    """In each new worker, first thing: SIGTERM back to its default action (end the process).
+    A worker inherits the master's handlers, which only queue the signal for the master's
+    loop; until gunicorn installs the worker's own (after gevent has patched, some 100 ms),
+    a SIGTERM from a stopping master would be swallowed, and the stop would wait the whole
+    GRACEFUL_TIMEOUT before killing the worker. A worker still booting has nothing to finish."""
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
 def post_worker_init(_worker) -> None:
     """In each worker, once it has loaded the app: one write per answer (see wire.py), and the
     objects made so far (modules, the app) out of the garbage collector's way. They live as

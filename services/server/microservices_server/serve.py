@@ -5,7 +5,8 @@ PID 1 ignores a signal it has no handler for, and gunicorn installs its handlers
 has read its configuration. A SIGTERM in that window (a pod deleted as it starts) would be lost
 and the container killed only when its grace period ends. So the first thing done here, before
 the heavier imports, is to catch SIGTERM; once gunicorn can act on it, lifecycle.py stops it,
-before any worker is forked.
+before any worker is forked. (Only the interpreter's own start, some 50 ms, comes before any
+handler can exist.)
 """
 
 from __future__ import annotations
