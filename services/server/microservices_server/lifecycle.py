@@ -13,7 +13,9 @@ SIGTERM (Kubernetes, `docker stop`) reaches the master, which is PID 1. Then:
 2. gunicorn's own graceful stop: close the listener, let in-flight requests finish within
    GRACEFUL_TIMEOUT, exit 0.
 
-A second SIGTERM during the drain skips the rest of it; SIGINT and SIGQUIT stop at once.
+A second SIGTERM during the drain skips the rest of it; SIGINT and SIGQUIT stop at once. A
+SIGTERM caught while gunicorn starts stops it before any worker is forked, and a worker still
+booting ends at once on its SIGTERM (`post_fork`).
 """
 
 from __future__ import annotations
