@@ -17,34 +17,18 @@ import time
 from typing import Any
 
 from .config import env_choice
+from .once_a_second import OnceASecond
 
 LEDGER = "ledger"
 LEVELS = ("debug", "info", "warning", "error", "critical")
 FORMATS = ("text", "json")
 
 
-class SecondCache:
-    """A time format applied at most once a second (the server logs thousands of lines in
-    one): strftime(`fmt`) of the second `convert` gives for a record's time. Not locked:
-    logging formats a record while holding its handler's lock."""
-
-    def __init__(self, fmt: str, convert) -> None:
-        self.fmt = fmt
-        self.convert = convert
-        self._second, self._text = -1, ""
-
-    def __call__(self, created: float) -> str:
-        second = int(created)
-        if second != self._second:
-            self._second, self._text = second, time.strftime(self.fmt, self.convert(second))
-        return self._text
-
-
 class JsonFormatter(logging.Formatter):
     def __init__(self, service: str):
         super().__init__()
         self.service = service
-        self._utc_second = SecondCache("%Y-%m-%dT%H:%M:%S", time.gmtime)
+        self._utc_second = OnceASecond(lambda s: time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(s)))
 
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
@@ -63,7 +47,9 @@ class JsonFormatter(logging.Formatter):
 class TextFormatter(logging.Formatter):
     def __init__(self, service: str):
         super().__init__(f"%(asctime)s %(levelname)s {service} %(message)s")
-        self._local_second = SecondCache(self.default_time_format, self.converter)
+        self._local_second = OnceASecond(
+            lambda s: time.strftime(self.default_time_format, self.converter(s))
+        )
 
     def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:  # noqa: N802
         if datefmt:

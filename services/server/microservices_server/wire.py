@@ -19,20 +19,17 @@ import time
 
 from gunicorn import util
 from gunicorn.http import wsgi
+from microservices_common.once_a_second import OnceASecond
 
 _format_http_date = util.http_date
-_date_cache: tuple[int, str] = (0, "")
+_current_date = OnceASecond(_format_http_date)
 
 
 def http_date(timestamp: float | None = None) -> str:
     """gunicorn's util.http_date, the current date formatted at most once a second."""
-    global _date_cache
     if timestamp is not None:
         return _format_http_date(timestamp)
-    second = int(time.time())
-    if _date_cache[0] != second:
-        _date_cache = (second, _format_http_date(second))
-    return _date_cache[1]
+    return _current_date(time.time())
 
 
 def send_whole(sock, data: bytes) -> None:
