@@ -52,10 +52,12 @@ def test_workers_import_redis_only_after_gevent_patched(server):
     assert "MonkeyPatchWarning" not in server.output
 
 
-CHUNKED_POST = (  # a request head; the chunks follow
-    b"POST / HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-    b"Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
-)
+def chunked_post(extra_headers: bytes = b"") -> bytes:
+    """A request head for a chunked POST; the chunks follow."""
+    return (
+        b"POST / HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Transfer-Encoding: chunked\r\n" + extra_headers + b"\r\n"
+    )
 
 
 def exchange(url: str, data: bytes) -> bytes:
@@ -83,7 +85,8 @@ def exchange(url: str, data: bytes) -> bytes:
 def test_a_malformed_chunked_body_is_a_400_and_counts_nothing(server, chunks, error):
     """gunicorn decodes a chunked body as the app reads it: broken framing is the client's
     error, answered once as JSON, and the connection is closed (the stream is unusable)."""
-    answer = exchange(server.url, CHUNKED_POST + chunks)
+    # A keep-alive request: the server itself must close the connection after its answer.
+    answer = exchange(server.url, chunked_post() + chunks)
     assert answer.startswith(b"HTTP/1.1 400 "), answer
     assert answer.count(b"HTTP/1.1 ") == 1, answer
     assert json.loads(answer.split(b"\r\n\r\n", 1)[1]) == {
@@ -98,7 +101,8 @@ def test_a_chunked_body_is_held_to_the_size_limit(server, size, status):
     """A chunked body does not say its size: one over the 1 KiB limit must be refused like
     one that says it, not cut at the limit and counted because its first KiB parses."""
     body = b'{"increment": 7}' + b" " * (size - 16)
-    answer = exchange(server.url, CHUNKED_POST + b"%x\r\n" % len(body) + body + b"\r\n0\r\n\r\n")
+    chunks = b"%x\r\n" % len(body) + body + b"\r\n0\r\n\r\n"
+    answer = exchange(server.url, chunked_post(b"Connection: close\r\n") + chunks)
     assert answer.startswith(b"HTTP/1.1 " + status + b" "), answer[:200]
     assert server.count() == (7 if status == b"200" else 0)
 

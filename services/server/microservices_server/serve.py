@@ -45,7 +45,7 @@ def check_settings() -> None:
             _check()
             code = 0
         except SystemExit as exc:  # exit_on_config_error's exit 2, after its one line
-            code = exc.code if isinstance(exc.code, int) else 1
+            code = exc.code if isinstance(exc.code, int) else 0 if exc.code is None else 1
         except KeyboardInterrupt:  # Ctrl-C while checking: stop quietly, as the shell expects
             code = 128 + signal.SIGINT
         except BaseException:
