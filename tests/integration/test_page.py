@@ -10,13 +10,14 @@ from microservices_common.identity import version
 from microservices_server.page import Snapshots, snapshots
 from microservices_server.store import (
     CLIENTS_KEY,
+    COUNT_KEY,
     HISTORY_KEY,
     HISTORY_SECONDS,
     MAX_CLIENTS,
 )
 from redis.connection import AbstractConnection
 
-from tests.conftest import make_app
+from tests.conftest import API_KEY, make_app
 from tests.support import free_port, wait_for
 
 BROWSER = "text/html,application/xhtml+xml,application/xml;q=0.9,image/avif,*/*;q=0.8"
@@ -92,10 +93,12 @@ def test_the_page_and_its_status_work_without_redis():
     assert 'redis_errors_total{operation="status"} 1.0' in metrics
 
 
-def test_status_shows_each_support_tier_pod(client):
+def test_status_shows_each_support_tier_pod(client, redis_client):
     client.post("/", json={"increment": 3}, headers=COUNTER)
     client.get("/", headers=POLLER)
     client.get("/", headers={"User-Agent": "microservices-poller"})  # an older poller
+    # A read's caller is recorded off the request's path (seen.py), within a second.
+    wait_for(lambda: redis_client.zcard(CLIENTS_KEY) == 3, what="the pollers to be recorded")
     answer = status(client)
     assert answer["count"] == 3
     tiers = answer["tiers"]
@@ -160,8 +163,7 @@ def test_client_records_are_bounded_and_expire(client, redis_client):
 
 
 def test_a_record_redis_refuses_fails_no_read(client, redis_client):
-    """The poller's GET writes its record in the same script; Redis out of memory refuses
-    the write, and the read goes on as a plain GET would."""
+    """Redis out of memory refuses the client's record, and the read goes on."""
     client.post("/", json={"increment": 2})
     redis_client.config_set("maxmemory", 1)  # every write now refused (noeviction)
     try:
@@ -198,8 +200,9 @@ def test_history_forgets_the_seconds_that_left_the_window(client, redis_client):
 
 
 def test_one_redis_round_trip_per_request(app, monkeypatch):
-    """Recording the clients and the history adds no round trip to GET and POST, and the
-    status costs one, however many clients and seconds it reports."""
+    """Recording the clients and the history adds no round trip to GET and POST (a GET's
+    client is written by another thread, seen.py), and the status costs one, however many
+    clients and seconds it reports."""
     snapshots(app).fresh_for = 0  # every status reads Redis (see the test below)
     client = app.test_client()
     requests = [
@@ -213,7 +216,8 @@ def test_one_redis_round_trip_per_request(app, monkeypatch):
     original = AbstractConnection.send_packed_command
 
     def counting(self, command, check_health=True):
-        sent.append(command)
+        if threading.current_thread() is threading.main_thread():  # the request's thread
+            sent.append(command)
         return original(self, command, check_health)
 
     monkeypatch.setattr(AbstractConnection, "send_packed_command", counting)
@@ -261,3 +265,63 @@ def test_a_dozen_pages_cost_one_read_and_a_stuck_redis_holds_one_thread(store):
         assert counting.reads == 2
         release.set()
         assert stuck.result(10).snapshot is not None
+
+
+@pytest.mark.parametrize(
+    "hold_writes",
+    [
+        # What a failover (and a managed Redis' maintenance) does for a few seconds.
+        ["CLIENT", "PAUSE", "3000", "WRITE"],
+        # A read-only replica: of a primary that does not exist, so it never syncs.
+        ["REPLICAOF", "127.0.0.1", "1"],
+    ],
+    ids=["paused-writes", "read-only-replica"],
+)
+def test_a_read_never_waits_for_its_bookkeeping(client, redis_client, hold_writes):
+    """GET / writes nothing on the request's path: the poller's read is served where Redis
+    holds or refuses writes, and its record is written once Redis takes writes again."""
+    client.post("/", json={"increment": 5})
+    undo = ["CLIENT", "UNPAUSE"] if hold_writes[0] == "CLIENT" else ["REPLICAOF", "NO", "ONE"]
+    redis_client.execute_command(*hold_writes)
+    try:
+        for _ in range(3):
+            answer = client.get("/", headers=POLLER)
+            assert answer.status_code == 200, answer.get_json()
+            assert answer.get_json() == {"count": 5}
+        if hold_writes[0] == "REPLICAOF":  # writes are refused here, not held
+            assert client.post("/", headers=COUNTER).status_code == 503
+    finally:
+        redis_client.execute_command(*undo)
+    wait_for(
+        lambda: status(client)["tiers"]["poller"]["status"] == "up",
+        what="the poller's record, once Redis takes writes again",
+    )
+
+
+@pytest.mark.parametrize(
+    ("bad", "shown"),
+    [
+        (lambda r: r.set(COUNT_KEY, "abc"), "holds 'abc', not an integer"),
+        (lambda r: r.hset(COUNT_KEY, "a", "1"), "another type of key"),
+    ],
+    ids=["not-a-number", "a-hash"],
+)
+def test_a_count_that_is_no_number_is_one_clear_error(client, redis_client, bad, shown):
+    """A count written by hand (or by another program) that Redis cannot count: GET and POST
+    answer one clear 500, count nothing, the page says what is wrong while the data tier is
+    up, and DELETE / repairs it."""
+    bad(redis_client)
+    for answer in (client.get("/"), client.post("/", headers={"Idempotency-Key": "k1"})):
+        assert answer.status_code == 500
+        error = answer.get_json()["error"]
+        assert "is not a number" in error
+        assert "DELETE /" in error  # how to repair it
+    assert "Traceback" not in error
+    assert shown in client.get("/").get_json()["error"]
+    assert client.get("/probe/readiness").status_code == 200  # Redis itself is fine
+    tiers = status(client)["tiers"]
+    assert tiers["data"]["status"] == "up"
+    assert "is not a number" in tiers["data"]["reason"]
+    assert status(client)["count"] is None
+    assert client.delete("/", headers={"X-API-Key": API_KEY}).get_json() == {"count": 0}
+    assert client.post("/", headers={"Idempotency-Key": "k1"}).get_json() == {"count": 1}

@@ -1,6 +1,7 @@
 """The commands as real processes: gunicorn serving, draining on SIGTERM; the counter and the
 poller counting, surviving a server outage, stopping on SIGTERM; await-redis; bad settings."""
 
+import http.client
 import json
 import socket
 import subprocess
@@ -273,3 +274,28 @@ def test_await_redis_stops_at_once_when_redis_refuses_the_password(
         redis_client.config_set("requirepass", "")
     assert "redis refused us" in waiter.output
     assert "redis not ready" not in waiter.output, "no retry: waiting would not help"
+
+
+def test_await_redis_stops_at_once_on_a_database_redis_does_not_have(redis_url):
+    """Redis has 16 databases unless configured otherwise: /99999 will never work."""
+    waiter = Service("microservices-await-redis", {"REDIS_URL": redis_url[:-2] + "/99999"})
+    assert waiter.wait(30) == 1
+    assert "DB index is out of range" in waiter.output
+    assert "databases" in waiter.output  # says which setting to look at
+    assert "redis not ready" not in waiter.output, "no retry: waiting would not help"
+
+
+def test_two_idempotency_keys_are_a_400_and_count_nothing(server):
+    """gunicorn joins repeated headers into one value, "a,b": not a key of its own."""
+    for _ in range(2):
+        connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+        connection.putrequest("POST", "/")
+        connection.putheader("Idempotency-Key", "key-a")
+        connection.putheader("Idempotency-Key", "key-b")
+        connection.putheader("Content-Length", "0")
+        connection.endheaders()
+        answer = connection.getresponse()
+        assert answer.status == 400
+        assert "one Idempotency-Key" in json.loads(answer.read())["error"]
+        connection.close()
+    assert server.count() == 0

@@ -13,6 +13,7 @@ SERVER_AND_AWAIT = [
     ("REDIS_URL", "redis://data-tier:6379/0?socket_timeout=30"),
     ("REDIS_URL", "redis://data-tier:6379/0?db=x"),
     ("REDIS_URL", "redis://data-tier:6379/0?no_such_option=1"),
+    ("REDIS_URL", "redis://data-tier:6379/0?socket_keepalive=maybe"),
     ("REDIS_TIMEOUT", "0"),
     ("REDIS_TIMEOUT", "soon"),
     ("MAX_INCREMENT", "0"),

@@ -49,7 +49,7 @@ def test_rejected(body, ctype, status):
     assert info.value.message
 
 
-@pytest.mark.parametrize("key", ["", "has space", "x" * 129, "caf\u00e9"])
+@pytest.mark.parametrize("key", ["", "has space", "x" * 129, "caf\u00e9", "a,b", "a, b"])
 def test_bad_idempotency_keys(key):
     with pytest.raises(ApiError) as info:
         parse_idempotency_key(key)

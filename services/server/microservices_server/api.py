@@ -24,7 +24,7 @@ from werkzeug.exceptions import RequestEntityTooLarge
 from . import page
 from .errors import ApiError
 from .state import runtime
-from .store import CounterOverflow
+from .store import COUNT_PROBLEM, COUNT_REPAIR, CorruptCount, CounterOverflow
 from .validation import parse_idempotency_key, parse_increment
 
 log = logging.getLogger("server")
@@ -38,6 +38,9 @@ def redis_call(operation: str, call: Callable[[], T]) -> T:
     """Run a Redis call; any Redis failure becomes a 503 the client can retry."""
     try:
         return call()
+    except CorruptCount as exc:
+        log_event(log, "count_corrupt", f"{COUNT_PROBLEM}: {exc}", logging.ERROR)
+        raise ApiError(500, f"{COUNT_PROBLEM} ({exc}); {COUNT_REPAIR}") from None
     except redis.RedisError as exc:
         runtime().metrics.redis_error(operation)
         log_event(
@@ -81,7 +84,11 @@ def read_count():
     # A browser gets the live page (no Redis needed); every API client gets the count.
     if page.wants_page():
         return page.page()
-    count = redis_call("get", lambda: runtime().store.get(caller(request.headers)))
+    state = runtime()
+    count = redis_call("get", state.store.get)
+    client = caller(request.headers)
+    if client is not None:
+        state.seen.note(client)  # for the page; written off this request's path (seen.py)
     return {"count": count}, 200, {"Vary": "Accept"}
 
 

@@ -17,6 +17,7 @@ from flask import Flask
 
 from . import api, errors, metrics, page, probes
 from .lifecycle import DrainFlag, drain_flag
+from .seen import ClientsSeen
 from .settings import Settings
 from .state import EXTENSION, Runtime
 from .store import CounterStore
@@ -34,12 +35,14 @@ def create_app(
     # One byte past the limit, so that a body longer than the limit can be told from one of
     # exactly its size however it is sent (api.request_body checks the length).
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes + 1
+    store = store or CounterStore.from_settings(settings)
     app.extensions[EXTENSION] = Runtime(
         settings=settings,
-        store=store or CounterStore.from_settings(settings),
+        store=store,
         metrics=metrics.Metrics(),
         # Under gunicorn: the flag the master sets on SIGTERM (shared with every worker).
         draining=draining or drain_flag(),
+        seen=ClientsSeen(store.record_seen),
     )
     errors.init_app(app)
     metrics.init_app(app)

@@ -2,9 +2,9 @@
 
 Each failed attempt is logged with the next delay (capped exponential backoff with jitter).
 Exit 0 once Redis answers; with AWAIT_TIMEOUT (seconds, default 0 = wait for ever) exit 1
-with a clear message when the time runs out; exit 1 on SIGTERM. A refused password is not
-going to change by waiting: exit 1 at once, saying so (else an init container would sit in
-`Init` for ever with no reason given).
+with a clear message when the time runs out; exit 1 on SIGTERM. A refused password, or a
+database number this Redis does not have, is not going to change by waiting: exit 1 at once,
+saying so (else an init container would sit in `Init` for ever with no reason given).
 """
 
 from __future__ import annotations
@@ -45,15 +45,17 @@ def main() -> int:
         try:
             store.ping()
         except PERMANENT as exc:
-            log_event(
+            return refused(log, exc, "check REDIS_PASSWORD and REDIS_URL", attempt)
+        except redis.ResponseError as exc:
+            if "DB index is out of range" not in str(exc):
+                raise
+            return refused(
                 log,
-                "auth_failed",
-                f"redis refused us: {type(exc).__name__}: {exc} (check REDIS_PASSWORD and "
-                "REDIS_URL; waiting will not help)",
-                logging.ERROR,
-                attempts=attempt,
+                exc,
+                "REDIS_URL names a database number this Redis does not have (its `databases` "
+                "setting, 16 by default, numbered from 0)",
+                attempt,
             )
-            return 1
         except redis.RedisError as exc:
             if deadline is not None:
                 delay = min(delay, deadline - time.monotonic())
@@ -89,6 +91,17 @@ def main() -> int:
         )
         return 0
     return 1  # not reached: delays() never ends
+
+
+def refused(log: logging.Logger, exc: Exception, hint: str, attempts: int) -> int:
+    log_event(
+        log,
+        "refused",
+        f"redis refused us: {type(exc).__name__}: {exc} ({hint}; waiting will not help)",
+        logging.ERROR,
+        attempts=attempts,
+    )
+    return 1
 
 
 if __name__ == "__main__":

@@ -25,7 +25,7 @@ from flask import Blueprint, Flask, Response, current_app, render_template, requ
 from microservices_common.identity import Client, hostname, version
 
 from .state import runtime
-from .store import HISTORY_SECONDS, CounterStore, Snapshot
+from .store import COUNT_PROBLEM, COUNT_REPAIR, HISTORY_SECONDS, CounterStore, Snapshot
 
 bp = Blueprint("page", __name__)
 EXTENSION = "microservices.page"
@@ -110,7 +110,7 @@ class Snapshots:
             snapshot, error = None, ""
             try:
                 snapshot = store.snapshot()
-            except (redis.RedisError, ValueError) as exc:  # ValueError: a count that is no int
+            except redis.RedisError as exc:
                 on_error()
                 error = f"{type(exc).__name__}: {exc}"
             latency = round((time.perf_counter() - started) * 1000, 1)
@@ -155,6 +155,8 @@ def status_body() -> dict:
         "uptime": snapshot.redis_uptime,
         "latency_ms": reading.latency_ms,
     }
+    if snapshot.count_error:  # Redis answers, but what it holds cannot be counted on
+        data_tier["reason"] = f"{COUNT_PROBLEM} ({snapshot.count_error}): {COUNT_REPAIR}"
     history = per_second(snapshot)
     stale_after = state.settings.client_stale_after
     return {

@@ -37,6 +37,7 @@ OWNED_OPTIONS = {
     "retry_on_error": "the server (it never retries hidden from the client)",
     "health_check_interval": "the server",
 }
+FLAG_VALUES = {"true", "false", "yes", "no", "1", "0"}
 DB_PATH = re.compile(r"^/?(\d+)?/?$")
 
 
@@ -46,13 +47,19 @@ def redis_url(name: str, default: str) -> str:
     parts = urlsplit(value)
     if parts.scheme != "unix" and not DB_PATH.match(parts.path):
         raise ConfigError(name, value, "the path must be a database number, like /0")
-    for option in parse_qs(parts.query, keep_blank_values=True):
-        if option in OWNED_OPTIONS:
-            raise ConfigError(name, value, f"{option} is set by {OWNED_OPTIONS[option]}")
     # Imported here, not at the top: gunicorn's master imports this module (for ServeSettings)
     # and must not import redis-py, which each gevent worker imports only once it has patched
     # the socket module, so that redis-py's sockets are cooperative.
     import redis
+    from redis.connection import URL_QUERY_ARGUMENT_PARSERS, to_bool
+
+    for option, given in parse_qs(parts.query, keep_blank_values=True).items():
+        if option in OWNED_OPTIONS:
+            raise ConfigError(name, value, f"{option} is set by {OWNED_OPTIONS[option]}")
+        # redis-py reads any value but a few "false" spellings as true: `maybe` would be on.
+        is_flag = URL_QUERY_ARGUMENT_PARSERS.get(option) is to_bool
+        if is_flag and any(flag.lower() not in FLAG_VALUES for flag in given):
+            raise ConfigError(name, value, f"{option} must be true or false")
 
     try:
         # Build (not connect) a connection, as the server will: redis-py rejects a bad value

@@ -14,6 +14,7 @@ from flask import Flask, current_app
 if TYPE_CHECKING:
     from .lifecycle import DrainFlag
     from .metrics import Metrics
+    from .seen import ClientsSeen
     from .settings import Settings
     from .store import CounterStore
 
@@ -27,6 +28,8 @@ class Runtime:
     metrics: Metrics
     # Set once SIGTERM arrives: readiness answers 503 while requests are still served.
     draining: DrainFlag
+    # The support-tier clients that read the count, written off the request's path.
+    seen: ClientsSeen
 
 
 def runtime(app: Flask | None = None) -> Runtime:

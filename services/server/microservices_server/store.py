@@ -35,7 +35,7 @@ HISTORY_SECONDS = 300
 
 # Shared by the scripts: the time on Redis' clock (one clock for every server pod), and the
 # record of a client seen (the client, '' for none, and how long it is remembered). The record
-# is for the page only: pcall, so that a write Redis refuses (out of memory) fails no request.
+# is for the page only: pcall, so that a write Redis refuses (out of memory) fails no increment.
 LUA_COMMON = f"""
 local function now()
   local t = redis.call('TIME')
@@ -50,13 +50,13 @@ local function seen(key, client, keep, at)
 end
 """
 
-# KEYS[1] the count, KEYS[2] the clients seen; ARGV[1] the client, ARGV[2] how long it is
-# remembered. Returns the count (as GET does).
-READ_SCRIPT = (
+# KEYS[1] the clients seen; ARGV[1] how long one is remembered, ARGV[2...] the clients.
+# Run off the request's path (seen.py): a read never waits for, nor fails on, this write.
+SEEN_SCRIPT = (
     LUA_COMMON
     + """
-seen(KEYS[2], ARGV[1], tonumber(ARGV[2]), now())
-return redis.call('GET', KEYS[1])
+local at = now()
+for i = 2, #ARGV do seen(KEYS[1], ARGV[i], tonumber(ARGV[1]), at) end
 """
 )
 
@@ -165,6 +165,34 @@ class CounterOverflow(Exception):
     """The increment would take the count past 2^63-1 (Redis refuses; nothing changed)."""
 
 
+class CorruptCount(Exception):
+    """The count key holds something that is not an integer (written by hand, or by another
+    program): nothing can be read or counted until it is repaired (DELETE / resets it)."""
+
+
+COUNT_PROBLEM = f"the count in Redis ({COUNT_KEY}) is not a number"
+COUNT_REPAIR = "nothing was counted; reset it with DELETE / and X-API-Key (README: Repairs)"
+
+
+WRONG_TYPE = "it holds another type of key, not a string"
+
+
+def count_of(reply: bytes | None | Exception) -> int:
+    """The count from Redis' reply to GET: 0 when the key does not exist yet; CorruptCount
+    when it holds a string that is no integer, or another type (WRONGTYPE)."""
+    if reply is None:
+        return 0
+    if isinstance(reply, redis.ResponseError) and "WRONGTYPE" in str(reply):
+        raise CorruptCount(WRONG_TYPE)
+    if isinstance(reply, Exception):
+        raise reply
+    try:
+        return int(reply)
+    except ValueError:
+        shown = reply[:40].decode("utf-8", "replace")
+        raise CorruptCount(f"it holds {shown!r}, not an integer") from None
+
+
 @dataclass(frozen=True)
 class Increment:
     count: int
@@ -176,7 +204,8 @@ class Increment:
 class Snapshot:
     """What the page shows, read in one round trip (see CounterStore.snapshot)."""
 
-    count: int
+    count: int | None  # None when the count key holds no integer (count_error says what)
+    count_error: str
     now: float  # Redis' clock, the one the clients' times and the history are on
     clients: list[tuple[str, float]]  # (member, last seen), the latest first
     history: dict[int, int]  # second -> increments counted in it
@@ -189,7 +218,7 @@ class CounterStore:
         self.redis = client
         self.idempotency_ttl = idempotency_ttl
         self.clients_ttl = clients_ttl  # how long a client seen is remembered
-        self._read = Script(client, READ_SCRIPT)
+        self._seen = Script(client, SEEN_SCRIPT)
         self._increment = Script(client, INCREMENT_SCRIPT)
 
     @classmethod
@@ -209,14 +238,18 @@ class CounterStore:
             client.connection_pool.connection_kwargs["password"] = settings.redis_password
         return cls(client, settings.idempotency_ttl, settings.clients_ttl)
 
-    def get(self, client: str | None = None) -> int:
-        """The count; `client` (a support-tier client's record, identity.Client.member) is
-        recorded as seen in the same round trip."""
-        if client is None:
-            value = self.redis.get(COUNT_KEY)
-        else:
-            value = self._read(keys=[COUNT_KEY, CLIENTS_KEY], args=[client, self.clients_ttl])
-        return int(value) if value is not None else 0
+    def get(self) -> int:
+        """The count: one plain GET, which a paused primary or a read-only replica serves."""
+        try:
+            reply = self.redis.get(COUNT_KEY)
+        except redis.ResponseError as exc:
+            reply = exc
+        return count_of(reply)
+
+    def record_seen(self, clients: list[str]) -> None:
+        """Record support-tier clients (identity.Client.member) as seen now."""
+        if clients:
+            self._seen(keys=[CLIENTS_KEY], args=[self.clients_ttl, *clients])
 
     def increment(
         self, amount: int, idempotency_key: str | None = None, client: str | None = None
@@ -230,6 +263,10 @@ class CounterStore:
         except redis.ResponseError as exc:
             if "overflow" in str(exc):
                 raise CounterOverflow(str(exc)) from None
+            if "WRONGTYPE" in str(exc):
+                raise CorruptCount(WRONG_TYPE) from None
+            if "not an integer" in str(exc):
+                raise CorruptCount("it holds a string that is not an integer") from None
             raise
         return Increment(int(count), bool(replayed), int(recorded))
 
@@ -242,9 +279,19 @@ class CounterStore:
         pipe.zrange(CLIENTS_KEY, 0, -1, desc=True, withscores=True)
         pipe.hgetall(HISTORY_KEY)
         pipe.info("server")
-        count, (seconds, micros), clients, history, info = pipe.execute()
+        # A count key of the wrong type fails only its own command: the rest is still shown.
+        replies = pipe.execute(raise_on_error=False)
+        for reply in replies[1:]:
+            if isinstance(reply, Exception):
+                raise reply
+        count_reply, (seconds, micros), clients, history, info = replies
+        try:
+            count, count_error = count_of(count_reply), ""
+        except CorruptCount as exc:
+            count, count_error = None, str(exc)
         return Snapshot(
-            count=int(count) if count is not None else 0,
+            count=count,
+            count_error=count_error,
             now=seconds + micros / 1e6,
             clients=[(member.decode(), score) for member, score in clients],
             history={int(second): int(n) for second, n in history.items()},

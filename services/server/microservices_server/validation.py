@@ -11,8 +11,10 @@ import re
 
 from .errors import ApiError
 
-# Printable ASCII without spaces, like the IETF draft's examples (UUIDs, ULIDs, hashes).
-IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,128}$")
+# Printable ASCII without spaces, like the IETF draft's examples (UUIDs, ULIDs, hashes), and
+# without commas: gunicorn joins two Idempotency-Key headers into one value, "a,b", which must
+# not pass for a third key.
+IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x2b\x2d-\x7e]{1,128}$")
 
 
 def _no_duplicates(pairs: list[tuple[str, object]]) -> dict[str, object]:
@@ -55,5 +57,8 @@ def parse_idempotency_key(value: str | None) -> str | None:
     if value is None:
         return None
     if not IDEMPOTENCY_KEY.match(value):
-        raise ApiError(400, "Idempotency-Key must be 1 to 128 printable ASCII characters")
+        raise ApiError(
+            400,
+            "send one Idempotency-Key header: 1 to 128 printable ASCII characters, no commas",
+        )
     return value

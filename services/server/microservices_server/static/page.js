@@ -132,7 +132,11 @@ function render(status) {
     setPods(kind, tier.pods);
   }
   if (status.count === null) {
-    markStale("(the last count known: Redis does not answer)");
+    markStale(
+      data.status === "up"
+        ? "(the last count known: the count in Redis is not a number, see the data tier)"
+        : "(the last count known: Redis does not answer)",
+    );
   } else {
     countText.textContent = BigInt(status.count).toLocaleString();
     rateText.textContent = status.rate.toFixed(1);
