@@ -6,7 +6,10 @@
 #
 # PYTHON_IMAGE picks the base (scripts/airgap-images makes one where no registry is reachable);
 # PIP_INSTALL_FLAGS="--no-index --find-links=/wheelhouse" installs the wheels it downloaded.
-ARG PYTHON_IMAGE=python:3.11.11-slim-bookworm
+# Every package comes from a lock with hashes (requirements/, `make lock`): see install-service.
+# CPython 3.13 on Debian trixie; Renovate keeps the tag current and pins its digest (README,
+# "Supply chain").
+ARG PYTHON_IMAGE=python:3.13.16-slim-trixie
 
 # ---- build: a virtualenv per service, in stages that the final images copy from ----------
 FROM ${PYTHON_IMAGE} AS build
@@ -15,6 +18,7 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1 PIP_ROOT_USER_ACTION=igno
     PIP_INSTALL_FLAGS=${PIP_INSTALL_FLAGS}
 COPY .wheelhouse/ /wheelhouse/
 COPY pyproject.toml README.md /src/
+COPY requirements/ /src/requirements/
 COPY services/common/ /src/services/common/
 COPY services/install-service /usr/local/bin/install-service
 

@@ -38,7 +38,7 @@ def setting(name: str) -> str | None:
 
 # The Redis image for testcontainers: the official one by default; where no registry is
 # reachable, the one scripts/airgap-images made (from the environment or .env).
-REDIS_IMAGE = setting("REDIS_IMAGE") or "redis:7.4.2-bookworm"
+REDIS_IMAGE = setting("REDIS_IMAGE") or "valkey/valkey:9.1.2-trixie"
 
 
 def free_port() -> int:

@@ -28,7 +28,7 @@ def test_the_count_rises_and_every_tier_is_up(page):
     app = page.tier("app").text
     assert version() in app
     assert re.search(r"pid \d+", app)
-    assert "Redis" in page.tier("data").text
+    assert re.search(r"Valkey \d+\.\d+", page.tier("data").text)  # the server the data tier runs
     for tier, done in (("counter", "last incremented"), ("poller", "last read")):
         wait_for(lambda tier=tier, done=done: done in page.tier(tier).text, what=f"{tier} pods")
     wait_for(lambda: float(page.find('[data-testid="rate"]').text) > 0, what="a rate above zero")

@@ -266,7 +266,7 @@ class KindBackend:
         document = yaml.safe_load(kustomization.read_text())
         name, _, tag = self.redis_image.rpartition(":")
         document.setdefault("images", []).append(
-            {"name": "redis", "newName": name or tag, **({"newTag": tag} if name else {})}
+            {"name": "valkey/valkey", "newName": name or tag, **({"newTag": tag} if name else {})}
         )
         kustomization.write_text(yaml.safe_dump(document, sort_keys=False))
 

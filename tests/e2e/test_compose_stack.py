@@ -133,7 +133,7 @@ def test_redis_healthcheck_fails_on_a_wrong_password(compose):
 def test_redis_password_is_not_on_the_command_line(compose):
     state = compose.container("redis")
     processes = run(["docker", "top", state["Id"], "-eo", "pid,args"])
-    assert "redis-server" in processes
+    assert "valkey-server" in processes
     assert "e2e-redis-password" not in processes
     assert "e2e-redis-password" not in json.dumps(state["Config"]["Cmd"])
 

@@ -54,7 +54,7 @@ def test_plan_matches_the_overlay(rendered, overlay):
         for d in deployments.values()
         for c in d["spec"]["template"]["spec"]["containers"]
         + d["spec"]["template"]["spec"].get("initContainers", [])
-        if not c["image"].startswith("redis:")
+        if not c["image"].startswith("valkey/valkey:")  # pulled by the cluster, not built
     }
     assert used == loaded == built
 
@@ -162,7 +162,7 @@ def test_prod_without_its_secrets_fails_before_anything_is_built(tmp_path):
 
 
 def test_air_gapped_plan_loads_and_uses_the_local_redis_image(tmp_path):
-    image = "microservices-airgap/redis:7.0-bookworm"
+    image = "microservices-airgap/valkey:8.1-trixie"
     backend = KindBackend("staging", redis_image=image, workdir=tmp_path)
     plan = backend.setup_commands()
     assert ["kind", "load", "docker-image", "--name", backend.cluster, image] in plan

@@ -295,7 +295,7 @@ MEMORY_SLACK = 256 * 1024  # one command's allocations, our own client's buffers
 @pytest.fixture
 def small_redis():
     command = (
-        f"redis-server --maxmemory {MAXMEMORY} --maxmemory-policy volatile-ttl"
+        f"valkey-server --maxmemory {MAXMEMORY} --maxmemory-policy volatile-ttl"
         " --save '' --appendonly no"
     )
     with RedisContainer(REDIS_IMAGE).with_command(command) as container:

@@ -84,7 +84,7 @@ def test_compose_builds_from_what_set_env_wrote(tmp_path):
             ROOT / "scripts/set-env",
             env_file,
             "PYTHON_IMAGE=local/python:3.11",
-            "REDIS_IMAGE=local/redis:7",
+            "REDIS_IMAGE=local/valkey-for-test",
             "PIP_INSTALL_FLAGS=--no-index --find-links=/wheelhouse",
         ],
         check=True,
@@ -100,7 +100,7 @@ def test_compose_builds_from_what_set_env_wrote(tmp_path):
         check=True,
     ).stdout
     services = json.loads(config)["services"]
-    assert services["redis"]["image"] == "local/redis:7"
+    assert services["redis"]["image"] == "local/valkey-for-test"
     args = services["server"]["build"]["args"]
     assert args["PYTHON_IMAGE"] == "local/python:3.11"
     assert args["PIP_INSTALL_FLAGS"] == "--no-index --find-links=/wheelhouse"

@@ -40,14 +40,16 @@ class Unreadable(ValueError):
 
 
 def repository(image: str) -> str:
-    """The image's name without tag or digest: 'docker.io/library/redis:7' -> '.../redis'."""
+    """The image's name without tag or digest: 'example.com/team/app:1.2' -> '.../app'."""
     name = image.split("@")[0]
     head, _, last = name.rpartition("/")
     return (head + "/" if head else "") + last.split(":")[0]
 
 
 def is_redis(c: dict) -> bool:
-    return repository(c.get("image", "")).rsplit("/", 1)[-1] == "redis"
+    """A container of the data tier: Valkey, which speaks Redis' protocol (the official image
+    valkey/valkey, or the air-gapped microservices-airgap/valkey)."""
+    return repository(c.get("image", "")).rsplit("/", 1)[-1] == "valkey"
 
 
 def is_server(c: dict) -> bool:
@@ -170,39 +172,39 @@ def conf_lines(text: str) -> list[list[str]]:
 
 
 def apply_options(settings: dict[str, str], argv: list[str]) -> None:
-    """redis-server's command line options (`--name value...`): they override the file."""
+    """valkey-server's command line options (`--name value...`): they override the file."""
     name = None
     for word in argv:
         if word.startswith("--"):
             name = word[2:].lower()
             settings[name] = ""
         elif name is None:
-            raise Unreadable(f"unexpected redis-server argument {word!r}")
+            raise Unreadable(f"unexpected valkey-server argument {word!r}")
         else:
             settings[name] = f"{settings[name]} {word}".strip()
 
 
 def server_argv(words: list[str]) -> list[str] | None:
-    """What follows `redis-server` in a shell command's words, up to the next command."""
-    if "redis-server" not in words:
+    """What follows `valkey-server` in a shell command's words, up to the next command."""
+    if "valkey-server" not in words:
         return None
-    rest = words[words.index("redis-server") + 1 :]
+    rest = words[words.index("valkey-server") + 1 :]
     ends = [i for i, word in enumerate(rest) if word in SHELL_SEPARATORS]
     return rest[: ends[0]] if ends else rest
 
 
 def redis_argv(c: dict) -> list[str]:
-    """redis-server's arguments as the container starts it."""
+    """valkey-server's arguments as the container starts it."""
     command, args = c.get("command", []), c.get("args", [])
     words = command + args
     if words[:2] in (["sh", "-c"], ["bash", "-c"]):
         argv = server_argv(shlex.split(words[2])) if len(words) > 2 else None
     elif not words:
-        argv = []  # the image's CMD: redis-server with its defaults
-    elif posixpath.basename(words[0]) == "redis-server":
+        argv = []  # the image's CMD: valkey-server with its defaults
+    elif posixpath.basename(words[0]) == "valkey-server":
         argv = words[1:]
     elif not command and (words[0].startswith("-") or words[0].endswith(".conf")):
-        argv = words  # the official image's entry point puts redis-server before these
+        argv = words  # the official image's entry point puts valkey-server before these
     else:
         argv = None
     if argv is None:

@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 
 import yaml
 
-from tests.manifests.hardening import env, mount_for, prestop_seconds, running
+from tests.manifests.hardening import env, is_redis, mount_for, prestop_seconds, running
 from tests.manifests.policies import KUBE_DNS, Endpoint, connects
 from tests.manifests.render import LESSONS, ROOT, lesson_objects
 from tests.manifests.rules import WORKLOADS, containers, pod_specs, selects
@@ -203,7 +203,7 @@ def ambassador_problems(where: str, objects: list[dict], app: str, ambassador: s
         problems.append(f"{where}: the ambassador listens beyond the pod ({listen[0]})")
     upstream = split_address(env(proxy, "PROXY_UPSTREAM") or ":0")
     targets = service_pods(objects, *upstream, namespace)
-    if not any(c["image"].startswith("redis:") for _, s in targets for c in s["containers"]):
+    if not any(is_redis(c) for _, s in targets for c in s["containers"]):
         problems.append(f"{where}: the ambassador's upstream {upstream} leads to no Redis")
     return problems
 
@@ -220,7 +220,7 @@ def adapter_problems(where: str, objects: list[dict], adapter: str) -> list[str]
     redis_ports = [
         p["containerPort"]
         for other in spec["containers"]
-        if other["image"].startswith("redis:")
+        if is_redis(other)
         for p in other.get("ports", [])
     ]
     problems = []

@@ -203,7 +203,7 @@ def planted_lesson_13(config: str | None = None, limit: str | None = "128Mi", ar
         (dict(limit=None), "no memory limit"),
         # The command line comes after the file and wins.
         (dict(args=["/etc/redis/redis.conf", "--maxmemory-policy", "allkeys-lru"]), "allkeys-lru"),
-        (dict(args=["redis-server"]), "no maxmemory"),
+        (dict(args=["valkey-server"]), "no maxmemory"),
     ],
 )
 def test_the_redis_rule_fails_on(planted, complaint):

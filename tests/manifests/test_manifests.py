@@ -99,7 +99,7 @@ def test_liveness_never_depends_on_redis_and_readiness_does(rendered):
         if c["name"] == "redis"
     )
     command = " ".join(redis["readinessProbe"]["exec"]["command"])
-    assert "redis-cli -e ping" in command and "REDISCLI_AUTH" in command
+    assert "valkey-cli -e ping" in command and "REDISCLI_AUTH" in command
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)

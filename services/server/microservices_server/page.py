@@ -151,8 +151,8 @@ def status_body() -> dict:
         }
     data_tier = {
         "status": "up",
-        "version": snapshot.redis_version,
-        "uptime": snapshot.redis_uptime,
+        "version": snapshot.server_version,
+        "uptime": snapshot.server_uptime,
         "latency_ms": reading.latency_ms,
     }
     if snapshot.count_error:  # Redis answers, but what it holds cannot be counted on

@@ -209,8 +209,16 @@ class Snapshot:
     now: float  # Redis' clock, the one the clients' times and the history are on
     clients: list[tuple[str, float]]  # (member, last seen), the latest first
     history: dict[int, int]  # second -> increments counted in it
-    redis_version: str
-    redis_uptime: int  # seconds
+    server_version: str  # "Valkey 8.1.1" (or "Redis 7.4.2" on a Redis)
+    server_uptime: int  # seconds
+
+
+def server_version(info: dict) -> str:
+    """Which server and release: Valkey reports redis_version 7.2.4 for compatibility, and its
+    own release as valkey_version."""
+    if "valkey_version" in info:
+        return f"Valkey {info['valkey_version']}"
+    return f"Redis {info.get('redis_version', '')}".strip()
 
 
 class CounterStore:
@@ -295,8 +303,8 @@ class CounterStore:
             now=seconds + micros / 1e6,
             clients=[(member.decode(), score) for member, score in clients],
             history={int(second): int(n) for second, n in history.items()},
-            redis_version=str(info.get("redis_version", "")),
-            redis_uptime=int(info.get("uptime_in_seconds", 0)),
+            server_version=server_version(info),
+            server_uptime=int(info.get("uptime_in_seconds", 0)),
         )
 
     def reset(self) -> int:

@@ -114,7 +114,7 @@ function render(status) {
     "data",
     data.status === "up"
       ? [
-          ["Redis", data.version],
+          ["server", data.version],
           ["up for", duration(data.uptime)],
           ["round trip", `${data.latency_ms} ms`],
         ]
