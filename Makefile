@@ -11,7 +11,7 @@ export TESTCONTAINERS_RYUK_DISABLED ?= true
 # Reach test containers through their published ports on loopback.
 export TC_HOST ?= 127.0.0.1
 
-.PHONY: test lint install run down benchmark e2e-kind clean
+.PHONY: test lint install lock lint-env lint-lock sbom run down benchmark e2e-kind clean
 
 test: install lint
 	$(BIN)/pytest
@@ -20,12 +20,41 @@ lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-install: $(VENV)/.installed
+install: $(VENV)/.installed lint-env
 
-$(VENV)/.installed: pyproject.toml
+# Exactly the packages of requirements/dev.txt, each checked against its hash; then this
+# project itself, editable, built by the locked setuptools (requirements/build.txt).
+$(VENV)/.installed: pyproject.toml requirements/dev.txt requirements/build.txt
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --disable-pip-version-check --quiet -e ".[dev]"
+	$(BIN)/pip install --disable-pip-version-check --quiet --require-hashes \
+		-r requirements/build.txt -r requirements/dev.txt
+	$(BIN)/pip install --disable-pip-version-check --quiet --no-deps --no-build-isolation -e .
 	touch $@
+
+# Compile every lock in requirements/ again from pyproject.toml (uv, from the dev extra).
+lock: $(VENV)/.installed
+	scripts/lock
+
+# The linters (checkov, hadolint, zizmor, bandit, check-jsonschema: tests/lint runs them) and
+# cyclonedx-bom (scripts/sbom) in environments of their own, each from its lock in tools/lint/
+# with hashes: checkov's pins cannot live beside the dev extra's, nor beside cyclonedx-bom's.
+lint-env: .venv-lint/.installed .venv-sbom/.installed
+
+.venv-%/.installed: tools/lint/%.txt
+	rm -rf .venv-$*
+	$(PYTHON) -m venv .venv-$*
+	echo '*' > .venv-$*/.gitignore
+	.venv-$*/bin/pip install --disable-pip-version-check --quiet --require-hashes --no-deps \
+		--only-binary=:all: -r $<
+	touch $@
+
+# Compile tools/lint/*.txt again from tools/lint/*.in (with the uv of .venv-lint).
+lint-lock: lint-env
+	tools/lint/lock
+
+# CycloneDX SBOMs of the images' Python environments (/opt/venv), built first, in build/sbom/.
+sbom: lint-env
+	scripts/sbom
 
 run:
 	docker compose up --build
@@ -40,4 +69,4 @@ e2e-kind: install
 	E2E_BACKEND=kind $(BIN)/pytest tests/e2e/test_scenarios.py tests/e2e/kind_only tests/e2e/test_readme.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) .venv-lint .venv-sbom .pytest_cache .ruff_cache .hypothesis

@@ -1,6 +1,7 @@
 """Linters as guard rails: checkov on every rendered overlay, every lesson and every Dockerfile;
 hadolint on every Dockerfile; zizmor on the GitHub workflows; bandit on services/. All run
-offline. For each, a test plants a defect and sees the linter report it: the rail bites."""
+offline, from their own environment (.venv-lint, tests/lint/tools.py). For each, a test plants
+a defect and sees the linter report it: the rail bites."""
 
 from __future__ import annotations
 
@@ -8,7 +9,6 @@ import json
 import os
 import re
 import subprocess
-import sys
 import tomllib
 from concurrent.futures import ThreadPoolExecutor
 from fnmatch import fnmatch
@@ -17,18 +17,21 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.lint import tools
 from tests.manifests.render import ROOT
 
-BIN = Path(sys.executable).parent  # the linters come with the dev extra, in this venv
 CHECKOV_SKIPS = yaml.safe_load((Path(__file__).parent / "checkov-skips.yaml").read_text())
-# Folders that hold no Dockerfile of ours: environments, caches, git's own.
-NOT_OURS = {".git", ".venv", "venv", "node_modules", ".pytest_cache", ".ruff_cache", ".hypothesis"}
+# Folders that hold no Dockerfile of ours: environments (.venv, .venv-lint, ...), caches, git's own.
+NOT_OURS = {".git", "venv", "node_modules", ".pytest_cache", ".ruff_cache", ".hypothesis"}
 NOQA = re.compile(r"#\s*noqa:\s*([A-Z0-9, ]+)")
 
 
 def run(*argv: str | Path, cwd: Path = ROOT, timeout: int = 120) -> subprocess.CompletedProcess:
-    command = [str(BIN / str(argv[0])), *map(str, argv[1:])]
-    return subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=timeout)
+    return tools.run(tools.LINT_BIN, *argv, cwd=cwd, timeout=timeout)
+
+
+def ours(folder: str) -> bool:
+    return folder not in NOT_OURS and not folder.startswith(".venv")
 
 
 def dockerfiles(root: Path = ROOT) -> list[Path]:
@@ -36,7 +39,7 @@ def dockerfiles(root: Path = ROOT) -> list[Path]:
     Dockerfile with targets, Dockerfile.<name> or <name>.Dockerfile."""
     found = []
     for folder, subfolders, files in os.walk(root):
-        subfolders[:] = [s for s in subfolders if s not in NOT_OURS]
+        subfolders[:] = [s for s in subfolders if ours(s)]
         for name in files:
             lower = name.lower()
             if (
@@ -51,7 +54,7 @@ def dockerfiles(root: Path = ROOT) -> list[Path]:
 def test_there_are_dockerfiles_to_lint():
     found = dockerfiles()
     assert found, "no Dockerfile found: the glob or the layout changed"
-    assert not [p for p in found if ".venv" in p.parts or ".git" in p.parts]
+    assert not [p for p in found if not all(map(ours, p.relative_to(ROOT).parts[:-1]))]
 
 
 # checkov
