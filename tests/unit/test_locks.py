@@ -5,7 +5,10 @@ the images install nothing else (install-service reads the locks with --require-
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 import tomllib
+from pathlib import Path
 
 import pytest
 
@@ -90,7 +93,7 @@ def test_every_direct_dependency_is_pinned_exactly():
 @pytest.mark.parametrize(
     ("edit", "problem"),
     [
-        (lambda p, _: p["project"]["optional-dependencies"]["server"].append("flask==0.1"), "flask"),
+        (lambda p, _: p["project"]["optional-dependencies"]["server"].append("flask==0"), "flask"),
         (lambda _, locks: locks.update(server=locks["server"].replace("--hash=", "#")), "no hash"),
         (lambda p, _: p["build-system"].update(requires=["setuptools==1.0"]), "setuptools"),
         (lambda p, _: p["project"]["optional-dependencies"]["dev"].append("pytest>=1"), "pinned"),
@@ -107,3 +110,62 @@ def test_a_disagreement_is_caught(edit, problem):
         if version.startswith("(")
     ]
     assert any(problem in line for line in found), found
+
+
+# What the images' install (services/install-service) does with a lock, on a real pip.
+INSTALL = [sys.executable, "-m", "pip", "install", "--dry-run", "--disable-pip-version-check",
+           "--require-hashes", "--only-binary=:all:", "--python-version=3.13",
+           "--target=/nonexistent"]  # fmt: skip
+
+
+def one_entry(lock: str, name: str) -> str:
+    return next(b for b in re.split(r"\n(?=\S)", lock) if b.startswith(f"{name}=="))
+
+
+@pytest.fixture(scope="module")
+def wheelhouse(tmp_path_factory) -> Path:
+    """blinker's wheel, as the server's lock names it (PyPI, checked against the lock)."""
+    folder = tmp_path_factory.mktemp("wheelhouse")
+    lock = folder / "blinker.txt"
+    lock.write_text(one_entry((LOCKS / "server.txt").read_text(), "blinker") + "\n")
+    subprocess.run(
+        [sys.executable, "-m", "pip", "download", "--quiet", "--disable-pip-version-check",
+         "--require-hashes", "--no-deps", "--dest", str(folder), "-r", str(lock)],
+        check=True, timeout=120,
+    )  # fmt: skip
+    return folder
+
+
+def test_a_file_that_differs_from_the_lock_fails_the_install_naming_it(wheelhouse, tmp_path):
+    entry = one_entry((LOCKS / "server.txt").read_text(), "blinker")
+    tampered = tmp_path / "tampered.txt"
+    tampered.write_text(re.sub(r"sha256:[0-9a-f]{64}", "sha256:" + "0" * 64, entry) + "\n")
+    result = subprocess.run(
+        [*INSTALL, "--no-index", f"--find-links={wheelhouse}", "-r", str(tampered)],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode != 0
+    assert "DO NOT MATCH THE HASHES" in result.stderr and "blinker" in result.stderr
+
+
+def test_an_air_gapped_build_without_a_wheel_of_the_lock_fails_naming_it(tmp_path):
+    lock = tmp_path / "lock.txt"
+    lock.write_text(one_entry((LOCKS / "server.txt").read_text(), "blinker") + "\n")
+    empty = tmp_path / "wheelhouse"
+    empty.mkdir()
+    result = subprocess.run(
+        [*INSTALL, "--no-index", f"--find-links={empty}", "-r", str(lock)],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode != 0
+    assert "No matching distribution found for blinker" in result.stderr
+
+
+def test_the_locked_wheel_installs(wheelhouse, tmp_path):
+    lock = tmp_path / "lock.txt"
+    lock.write_text(one_entry((LOCKS / "server.txt").read_text(), "blinker") + "\n")
+    result = subprocess.run(
+        [*INSTALL, "--no-index", f"--find-links={wheelhouse}", "-r", str(lock)],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
