@@ -1,11 +1,16 @@
-"""Misbehaving peers for the workers' tests: a scripted HTTP peer and a fault-injecting proxy.
+"""Misbehaving peers for the workers' tests: a scripted HTTP peer, raw answers at any pace,
+a port that never accepts, and a fault-injecting proxy.
 
 They stand in for what a real server cannot produce on demand (an ingress answering an HTML
-page, a 503 with Retry-After, an answer lost after the server applied the request); the
-counter and the poller under test are always the real commands.
+page, a 503 with Retry-After, an answer lost after the server applied the request, an answer
+trickled a byte at a time or hundreds of MiB long); the counter and the poller under test are
+always the real commands.
 
     with ScriptedPeer([html(200, "<p>hi</p>"), answer(200, {"count": 7})]) as peer:
         ...  # point API_URL at peer.url; peer.requests says what arrived, when, with which key
+
+    with ScriptedPeer([Raw(b"HTTP/1.1 200 OK\r\nX-Pad: ", fill=b"a", every=0.5)]) as peer:
+        ...  # the request is read, then the answer's headers never end
 
     with DroppingProxy(server.port, drop=lambda n: n % 3 == 2) as proxy:
         ...  # API_URL = proxy.url; the 3rd, 6th, ... answers are applied, then lost
@@ -13,15 +18,19 @@ counter and the poller under test are always the real commands.
 
 from __future__ import annotations
 
+import functools
 import json
 import socket
 import socketserver
 import threading
 import time
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, BinaryIO
+
+MiB = 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -29,7 +38,84 @@ class Answer:
     status: int = 200
     body: bytes = b""
     headers: dict[str, str] = field(default_factory=dict)
-    trickle: float = 0.0  # seconds between the body's bytes (a server that never quite answers)
+
+
+@dataclass(frozen=True)
+class Raw:
+    """An answer as bytes on the wire, at any pace: `head` at once, then `fill` `times` times
+    (None: until the client hangs up) with `every` seconds between two, then `tail`, and the
+    connection closes."""
+
+    head: bytes
+    fill: bytes = b""
+    times: int | None = None
+    every: float = 0.0
+    tail: bytes = b""
+
+    def send(self, sock: socket.socket) -> None:
+        sent = 0
+        try:
+            sock.sendall(self.head)
+            while self.fill and (self.times is None or sent < self.times):
+                time.sleep(self.every)
+                sock.sendall(self.fill)
+                sent += 1
+            sock.sendall(self.tail)
+        except OSError:  # the client gave up, as it should
+            pass
+
+
+def head(*lines: str, body: bytes = b"") -> bytes:
+    """A status line and headers, the blank line, and the start of a body."""
+    return "".join(f"{line}\r\n" for line in (*lines, "")).encode() + body
+
+
+CHUNKED = "Transfer-Encoding: chunked"
+
+
+def huge(encoding: str, size: int = 400 * MiB) -> Raw:
+    """A 200 `{"count": 1}` made `size` bytes long (JSON allows the trailing spaces), sent as
+    fast as the client reads: with a Content-Length, chunked, or until the close; or a gzip
+    body of a few hundred KiB that inflates to `size`."""
+    count, block = b'{"count": 1}', b" " * MiB
+    blocks = size // MiB
+    if encoding == "content-length":
+        return Raw(
+            head("HTTP/1.1 200 OK", f"Content-Length: {len(count) + size}", body=count),
+            block,
+            blocks,
+        )
+    if encoding == "chunked":
+        chunk = b"%x\r\n%s\r\n"
+        return Raw(
+            head("HTTP/1.1 200 OK", CHUNKED, body=chunk % (len(count), count)),
+            chunk % (len(block), block),
+            blocks,
+            tail=b"0\r\n\r\n",
+        )
+    if encoding == "until-close":
+        return Raw(head("HTTP/1.1 200 OK", "Connection: close", body=count), block, blocks)
+    if encoding == "gzip":
+        bomb = gzip_bomb(size)
+        return Raw(
+            head(
+                "HTTP/1.1 200 OK",
+                "Content-Encoding: gzip",
+                "Content-Type: application/json",
+                f"Content-Length: {len(bomb)}",
+                body=bomb,
+            )
+        )
+    raise ValueError(encoding)
+
+
+@functools.cache
+def gzip_bomb(size: int) -> bytes:
+    """`{"count": 1}` and `size` spaces, gzipped (about 1/1000 of it), made without holding it."""
+    packer = zlib.compressobj(9, zlib.DEFLATED, 31)  # 31: the gzip format
+    parts = [packer.compress(b'{"count": 1}')]
+    parts += [packer.compress(b" " * MiB) for _ in range(size // MiB)]
+    return b"".join([*parts, packer.flush()])
 
 
 def answer(status: int, body: Any = None, **headers: str) -> Answer:
@@ -50,6 +136,7 @@ class Arrival:
     idempotency_key: str | None
     body: bytes
     at: float  # time.monotonic() in the test process
+    client_port: int  # the same from request to request: a connection kept alive
 
 
 class _Server:
@@ -78,9 +165,15 @@ class _Server:
 
 class ScriptedPeer(_Server):
     """An HTTP server answering each request with the next answer of `script`, then `then`
-    for ever; `requests` records every request in order of arrival."""
+    for ever; `requests` records every request in order of arrival. It closes a keep-alive
+    connection idle for `keep_alive` seconds (gunicorn: 5)."""
 
-    def __init__(self, script: list[Answer], then: Answer | None = None):
+    def __init__(
+        self,
+        script: list[Answer | Raw],
+        then: Answer | Raw | None = None,
+        keep_alive: float | None = None,
+    ):
         self._script = list(script)
         self._then = then or answer(503, {"error": "script exhausted"})
         self._lock = threading.Lock()
@@ -89,6 +182,7 @@ class ScriptedPeer(_Server):
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"  # keep-alive, as an ingress would
+            timeout = keep_alive
 
             def _handle(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
@@ -100,23 +194,19 @@ class ScriptedPeer(_Server):
                         self.headers.get("Idempotency-Key"),
                         body,
                         time.monotonic(),
+                        self.client_address[1],
                     )
                 )
+                if isinstance(reply, Raw):
+                    reply.send(self.connection)
+                    self.close_connection = True
+                    return
                 self.send_response(reply.status)
                 for name, value in reply.headers.items():
                     self.send_header(name, value)
                 self.send_header("Content-Length", str(len(reply.body)))
                 self.end_headers()
-                if not reply.trickle:
-                    self.wfile.write(reply.body)
-                    return
-                try:
-                    for byte in reply.body:
-                        self.wfile.write(bytes([byte]))
-                        self.wfile.flush()
-                        time.sleep(reply.trickle)
-                except OSError:  # the client gave up, as it should
-                    self.close_connection = True
+                self.wfile.write(reply.body)
 
             do_GET = do_POST = _handle
 
@@ -126,13 +216,51 @@ class ScriptedPeer(_Server):
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
 
-    def _record(self, arrival: Arrival) -> Answer:
+    def _record(self, arrival: Arrival) -> Answer | Raw:
         with self._lock:
             self.requests.append(arrival)
             return self._script.pop(0) if self._script else self._then
 
     def keys(self) -> list[str | None]:
         return [r.idempotency_key for r in list(self.requests)]
+
+
+class RawPeer(_Server):
+    """A TCP server that sends `raw` on every connection without reading anything: for what
+    comes before HTTP (`scheme="https"`: a TLS handshake that never ends)."""
+
+    def __init__(self, raw: Raw, scheme: str = "http"):
+        self.scheme = scheme
+
+        class Handler(socketserver.BaseRequestHandler):
+            def handle(self) -> None:
+                raw.send(self.request)
+
+        self.server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+
+    @property
+    def url(self) -> str:
+        return f"{self.scheme}://127.0.0.1:{self.port}"
+
+
+class FullBacklog:
+    """A port whose listener never accepts and whose accept queue is full: the kernel drops
+    every new SYN, so a connect hangs until the client gives up."""
+
+    def __enter__(self) -> FullBacklog:
+        self.listener = socket.create_server(("127.0.0.1", 0), backlog=0)
+        self.port = self.listener.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.fillers = [socket.socket() for _ in range(4)]  # the first fills the queue
+        for filler in self.fillers:
+            filler.setblocking(False)
+            filler.connect_ex(("127.0.0.1", self.port))
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        for sock in (*self.fillers, self.listener):
+            sock.close()
 
 
 def read_message(stream: BinaryIO) -> tuple[bytes, dict[str, str], bytes] | None:

@@ -39,9 +39,11 @@ def test_containers_are_hardened_and_non_root(compose, component):
         ("counter", "flask"),
         ("counter", "redis"),
         ("counter", "microservices_server"),
+        ("counter", "requests"),  # the standard library is the workers' HTTP client
         ("poller", "flask"),
         ("poller", "redis"),
         ("poller", "microservices_counter"),
+        ("poller", "requests"),
         ("server", "microservices_counter"),
         ("server", "requests"),
     ],

@@ -5,7 +5,9 @@ that loses answers, and a real server on a Redis short of memory.
 What they must hold to: the heartbeat stays fresh through a long INTERVAL; no answer kills the
 counter; an increment is retried with its own key until it is acknowledged, rejected (4xx) or
 abandoned (RETRY_DEADLINE), waiting at least Retry-After (up to RETRY_CAP); the ledger is
-written whatever LOG_LEVEL says and adds up to the server's count exactly.
+written whatever LOG_LEVEL says and adds up to the server's count exactly; an answer is
+bounded as a whole, REQUEST_TIMEOUT for all of it (SIGTERM included) and 64 KiB of it,
+however a server trickles or inflates it.
 """
 
 from __future__ import annotations
@@ -14,13 +16,28 @@ import re
 import subprocess
 import threading
 import time
+from datetime import datetime
+from pathlib import Path
 
 import pytest
 import redis
 from testcontainers.community.redis import RedisContainer
 
 from tests.conftest import redis_url_of
-from tests.faults import Answer, DroppingProxy, ScriptedPeer, answer, html
+from tests.faults import (
+    CHUNKED,
+    Answer,
+    DroppingProxy,
+    FullBacklog,
+    MiB,
+    Raw,
+    RawPeer,
+    ScriptedPeer,
+    answer,
+    head,
+    html,
+    huge,
+)
 from tests.support import BIN, REDIS_IMAGE, Server, Service, free_port, wait_for
 
 COUNTER = "microservices-counter"
@@ -397,13 +414,123 @@ def test_hostile_answers_never_stop_the_poller(run):
     assert "Traceback" not in poller.output
 
 
-def test_an_answer_trickling_in_is_cut_at_request_timeout_and_sigterm_still_works(run):
-    """requests' timeout bounds each wait for data, not the answer: a body sent one byte a
-    second would hold the counter, and its SIGTERM, for ever."""
-    slow = Answer(200, b'{"count": 1}' + b" " * 500, {"Content-Type": "application/json"}, 0.5)
-    with ScriptedPeer([slow], then=slow) as peer:
-        counter = run(COUNTER, peer.url, INTERVAL="60", REQUEST_TIMEOUT="1", **FAST_RETRY)
-        wait_events(counter, "retrying", 2)
-        assert counter.stop(timeout=15) == 0, counter.output
-    assert len(set(peer.keys())) == 1, "cut answers are unknown outcomes: the same key"
-    assert counter.events("incremented") == []
+# 10. An answer bounded as a whole: REQUEST_TIMEOUT for all of it, at most 64 KiB of it
+
+FAILED = {COUNTER: "retrying", POLLER: "poll_failed"}  # the line after an answer that never came
+DONE = {COUNTER: "incremented", POLLER: "count"}
+TIMEOUT = 1.0
+EVERY = 0.4  # a byte (or a chunk) every 0.4 s: a timeout per read of 1 s never fires
+OK_HEAD = "HTTP/1.1 200 OK"
+
+# Trickled after the request is read: a byte (or a chunk) every EVERY seconds, for ever.
+TRICKLES = {
+    "status-line": Raw(b"HTTP/1.1 200 ", b"O", every=EVERY),
+    "headers": Raw(b"HTTP/1.1 200 OK\r\nX-Pad: ", b"a", every=EVERY),
+    "body": Raw(head(OK_HEAD, "Content-Length: 100000", body=b'{"count": 1}'), b" ", every=EVERY),
+    "chunk-size-line": Raw(head(OK_HEAD, CHUNKED, body=b"1;ext="), b"x", every=EVERY),
+    "between-chunks": Raw(head(OK_HEAD, CHUNKED), b"1\r\n \r\n", every=EVERY),
+}
+STAGES = ["connect", "tls-handshake", *TRICKLES]
+
+
+def stalling_at(stage: str):
+    """A peer that stalls at `stage`: a context manager with the .url to point API_URL at."""
+    if stage == "connect":
+        return FullBacklog()
+    if stage == "tls-handshake":  # a record header promising 16 KiB of handshake, then a trickle
+        return RawPeer(Raw(b"\x16\x03\x03\x40\x00", b"\x00", every=EVERY), scheme="https")
+    return ScriptedPeer([], then=TRICKLES[stage])
+
+
+# Answers too big in every other way, sent as fast as the client reads, until it hangs up.
+ENDLESS = {
+    "status-line": Raw(b"HTTP/1.1 200 ", b"O" * 4096),
+    "header-line": Raw(b"HTTP/1.1 200 OK\r\nX-Pad: ", b"a" * 4096),
+    "many-headers": Raw(b"HTTP/1.1 200 OK\r\n", b"X-A: b\r\n" * 512),
+    "100-continue": Raw(b"", b"HTTP/1.1 100 Continue\r\n\r\n" * 512),
+    "chunk-extension": Raw(head(OK_HEAD, CHUNKED, body=b"1;"), b"e=x;" * 1024),
+    "many-chunks": Raw(head(OK_HEAD, CHUNKED), b"1\r\n \r\n" * 1024),
+    "huge-chunk-size": Raw(head(OK_HEAD, CHUNKED, body=b"fffffffffffffff\r\n"), b" " * MiB),
+    "trailers": Raw(head(OK_HEAD, CHUNKED, body=b"0\r\n"), b"X-T: y\r\n" * 512),
+}
+BODIES = ["content-length", "chunked", "until-close", "gzip"]  # 400 MiB each: huge()
+MEMORY_BOUND = 60 * MiB  # the process itself is about 25 MiB
+
+
+def seconds_between(service: Service, first: str, then: str) -> float:
+    """From the first `first` log line to the first `then` line, by the lines' own times."""
+    at = [datetime.fromisoformat(service.events(event)[0]["time"]) for event in (first, then)]
+    return (at[1] - at[0]).total_seconds()
+
+
+def peak_memory(service: Service) -> int:
+    """The process' peak resident memory so far (VmHWM), in bytes."""
+    status = (Path("/proc") / str(service.proc.pid) / "status").read_text()
+    return int(re.search(r"^VmHWM:\s+(\d+) kB", status, re.MULTILINE)[1]) * 1024
+
+
+@pytest.mark.parametrize("command", [COUNTER, POLLER])
+@pytest.mark.parametrize("stage", STAGES)
+def test_an_answer_stalled_anywhere_is_cut_at_request_timeout(run, command, stage):
+    """The issue's case is "headers": before, the watchdog started after them, and requests'
+    own timeout bounds each read, not the answer, so nothing was logged for 39 s."""
+    with stalling_at(stage) as peer:
+        worker = run(command, peer.url, INTERVAL="60", REQUEST_TIMEOUT=str(TIMEOUT), **FAST_RETRY)
+        wait_events(worker, FAILED[command], timeout=TIMEOUT + 10)
+    assert seconds_between(worker, "started", FAILED[command]) <= TIMEOUT + 0.5
+
+
+@pytest.mark.parametrize("command", [COUNTER, POLLER])
+def test_sigterm_during_a_trickled_answer_ends_the_process_within_request_timeout(run, command):
+    timeout = 2.0
+    with ScriptedPeer([], then=TRICKLES["headers"]) as peer:
+        worker = run(command, peer.url, INTERVAL="60", REQUEST_TIMEOUT=str(timeout))
+        wait_for(lambda: peer.requests, what="the request")
+        time.sleep(0.5)  # well into the answer
+        signalled = time.monotonic()
+        assert worker.stop(timeout=timeout + 10) == 0, worker.output
+        assert time.monotonic() - signalled <= timeout + 1
+        keys = peer.keys()
+    if command == COUNTER:  # its ledger line written, and no retry started
+        [abandoned] = worker.events("abandoned")
+        assert (abandoned["reason"], abandoned["idempotency_key"]) == ("stopping", keys[0])
+        assert len(keys) == 1
+        assert worker.events("retrying") == worker.events("incremented") == []
+
+
+def assert_refused_without_the_memory(run, command: str, raw: Raw) -> Service:
+    with ScriptedPeer([raw], then=answer(200, {"count": 3})) as peer:
+        worker = run(
+            command, peer.url, INTERVAL="60" if command == COUNTER else "0.1", **FAST_RETRY
+        )
+        wait_events(worker, DONE[command], timeout=30)
+        peak = peak_memory(worker)
+        keys = peer.keys()
+    assert peak < MEMORY_BOUND, f"peak resident memory {peak / MiB:.0f} MiB"
+    assert worker.events(DONE[command])[0]["count"] == 3, "the answer was taken"
+    if command == COUNTER:  # an unknown outcome: the same key again
+        assert len(keys) == 2 and keys[0] == keys[1]
+    return worker
+
+
+@pytest.mark.parametrize("command", [COUNTER, POLLER])
+@pytest.mark.parametrize("encoding", BODIES)
+def test_a_400_mib_answer_is_refused_without_the_memory(run, command, encoding):
+    worker = assert_refused_without_the_memory(run, command, huge(encoding))
+    assert "AnswerTooLarge" in worker.output
+
+
+@pytest.mark.parametrize("shape", ENDLESS)
+def test_an_endless_answer_of_any_shape_is_refused_and_retried(run, shape):
+    assert_refused_without_the_memory(run, COUNTER, ENDLESS[shape])
+
+
+def test_the_connection_is_kept_alive_and_a_server_closing_it_costs_no_poll(run):
+    with ScriptedPeer([], then=answer(200, {"count": 3}), keep_alive=0.3) as peer:
+        fast = run(POLLER, peer.url, INTERVAL="0.05")
+        wait_events(fast, "count", 5)
+        slow = run(POLLER, peer.url, INTERVAL="0.5")  # the server closes between two polls
+        wait_events(slow, "count", 3)
+        ports = {r.client_port for r in peer.requests}
+    assert len(ports) <= 1 + 3 + 1, "the fast poller kept its connection, the slow one did not"
+    assert fast.events("poll_failed") == slow.events("poll_failed") == []

@@ -15,9 +15,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import requests
-
-from .client import http_session
+from .client import Session
 from .config import env_float, env_str, env_url, exit_on_config_error
 from .heartbeat import DEFAULT_FILE, Heartbeat
 from .identity import user_agent
@@ -57,9 +55,9 @@ class Worker:
     stop: StopSignal
     heartbeat: Heartbeat
 
-    def http_session(self) -> requests.Session:
+    def http_session(self) -> Session:
         # `microservices-counter/1.0.0 (<hostname>)`: the server's page shows each pod by it.
-        return http_session(user_agent(self.name))
+        return Session(user_agent(self.name))
 
     def wait(self, seconds: float) -> bool:  # every retry wait of the counter goes here too
         """Sleep up to `seconds`, beating the heartbeat every BEAT_EVERY (waiting is alive,

@@ -5,15 +5,18 @@ Each increment carries a fresh Idempotency-Key, and every answer falls in one of
 - acknowledged: `200 {"count": <int>}`. One "incremented" ledger line.
 - rejected: a 4xx other than 408, 425 and 429, or a redirect (the server never saw it). It
   changed nothing; logged, and the next tick uses a fresh key.
-- unknown: no answer (refused, reset, timeout), a 5xx, 408, 425, 429, or a 200 that is not
-  `{"count": <int>}`. It may or may not have been counted, so the *same* key is retried
-  (capped exponential backoff with jitter, at least Retry-After): the server replays a key it
-  has seen instead of counting it twice. After RETRY_DEADLINE seconds, before the server can
-  have forgotten the key (IDEMPOTENCY_TTL), it gives up with an "abandoned" ledger line.
+- unknown: no answer (refused, reset, no whole answer within REQUEST_TIMEOUT, an answer over
+  64 KiB), a 5xx, 408, 425, 429, or a 200 that is not `{"count": <int>}`. It may or may not
+  have been counted, so the *same* key is retried (capped exponential backoff with jitter, at
+  least Retry-After): the server replays a key it has seen instead of counting it twice.
+  After RETRY_DEADLINE seconds, before the server can have forgotten the key
+  (IDEMPOTENCY_TTL), it gives up with an "abandoned" ledger line.
 
 The ledger ("incremented" and "abandoned" lines, with LOG_FORMAT=json one JSON object each) is
 written whatever LOG_LEVEL says: the end-to-end tests add it up against the count. The process
-never exits because of what a server answered.
+never exits because of what a server answered. SIGTERM lets the request in flight end (within
+REQUEST_TIMEOUT), writes its ledger line ("abandoned", reason stopping, if the outcome is still
+unknown) and retries no more.
 
 Load mode (--rate, --concurrency) drives the autoscaling lesson: see load.py.
 """
@@ -30,9 +33,8 @@ import time
 import uuid
 from dataclasses import dataclass
 
-import requests
 from microservices_common.backoff import Backoff
-from microservices_common.client import count_in, excerpt, send
+from microservices_common.client import Response, count_in, excerpt, send
 from microservices_common.config import (
     ConfigError,
     env_float,
@@ -55,18 +57,18 @@ class Outcome:
     retry_after: float = 0.0
 
 
-def outcome_of(response: requests.Response) -> Outcome:
+def outcome_of(response: Response) -> Outcome:
     count = count_in(response)
     if count is not None:
         return Outcome(count=count)
-    status = response.status_code
+    status = response.status
     if 300 <= status < 400 or (400 <= status < 500 and status not in RETRYABLE_4XX):
         return Outcome(rejection=f"HTTP {status} {excerpt(response)}")
     problem = f"HTTP {status}" if status != 200 else 'HTTP 200 without {"count": <int>}'
     return Outcome(problem=problem, retry_after=retry_after(response))
 
 
-def retry_after(response: requests.Response) -> float:
+def retry_after(response: Response) -> float:
     """Seconds from a Retry-After header (a number or an HTTP date); 0 if absent or bad."""
     value = response.headers.get("Retry-After", "").strip()
     if re.fullmatch(r"[0-9]{1,9}", value):  # ASCII digits only: "²".isdigit() is true
@@ -126,7 +128,6 @@ class Counter:
                 settings.request_timeout,
                 json={"increment": increment},
                 headers={"Idempotency-Key": key},
-                allow_redirects=False,
             )
             return outcome_of(response)
         except Exception as exc:  # noqa: BLE001 - whatever happened, the outcome is unknown
@@ -159,6 +160,8 @@ class Counter:
                     **fields,
                 )
                 return None
+            if self.worker.stop.stopping:  # the request in flight was seen through; no more
+                return self.abandon("stopping", fields)
             wait = min(self.backoff.cap, max(delay, outcome.retry_after))
             if time.monotonic() + wait > deadline:
                 return self.abandon(f"no answer within RETRY_DEADLINE ({outcome.problem})", fields)

@@ -10,19 +10,18 @@ import logging
 import sys
 from collections.abc import Callable
 
-import requests
-from microservices_common.client import count_in, excerpt, send
+from microservices_common.client import Session, count_in, excerpt, send
 from microservices_common.logs import log_event
 from microservices_common.runner import Worker, run
 
 from .output import OutputFile
 
 
-def poll_once(session: requests.Session, worker: Worker, output: OutputFile | None = None) -> None:
+def poll_once(session: Session, worker: Worker, output: OutputFile | None = None) -> None:
     settings = worker.settings
     try:
         response = send(session, "GET", settings.api_url + "/", settings.request_timeout)
-    except requests.RequestException as exc:
+    except Exception as exc:  # noqa: BLE001 - no whole answer: one line, and on
         problem = f"{type(exc).__name__}: {exc}"
     else:
         count = count_in(response)
@@ -31,7 +30,7 @@ def poll_once(session: requests.Session, worker: Worker, output: OutputFile | No
             if output is not None:
                 output.append(f"Current counter: {count}")
             return
-        problem = f"HTTP {response.status_code}: {excerpt(response)}"
+        problem = f"HTTP {response.status}: {excerpt(response)}"
     log_event(worker.log, "poll_failed", f"Could not read the counter: {problem}", logging.WARNING)
 
 
