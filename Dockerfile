@@ -9,7 +9,7 @@
 # Every package comes from a lock with hashes (requirements/, `make lock`): see install-service.
 # CPython 3.13 on Debian trixie; Renovate keeps the tag current and pins its digest (README,
 # "Supply chain").
-ARG PYTHON_IMAGE=python:3.13.16-slim-trixie
+ARG PYTHON_IMAGE=python:3.13.18-slim-trixie
 
 # ---- build: a virtualenv per service, in stages that the final images copy from ----------
 FROM ${PYTHON_IMAGE} AS build

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -36,9 +37,16 @@ def setting(name: str) -> str | None:
     return os.environ.get(name) or env_file(ROOT / ".env").get(name) or None
 
 
-# The Redis image for testcontainers: the official one by default; where no registry is
-# reachable, the one scripts/airgap-images made (from the environment or .env).
-REDIS_IMAGE = setting("REDIS_IMAGE") or "valkey/valkey:9.1.2-trixie"
+# The Redis-protocol image for testcontainers: the data tier's (valkey/valkey, named once, in
+# kustomize/base); where no registry is reachable, the one scripts/airgap-images made (from the
+# environment or .env).
+def data_tier_image() -> str:
+    kustomization = (ROOT / "kustomize/base/kustomization.yaml").read_text()
+    tag = re.search(r"name: valkey/valkey\n\s+newTag: ([^\s@]+)", kustomization).group(1)
+    return f"valkey/valkey:{tag}"
+
+
+REDIS_IMAGE = setting("REDIS_IMAGE") or data_tier_image()
 
 
 def free_port() -> int:

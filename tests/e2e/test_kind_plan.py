@@ -162,7 +162,7 @@ def test_prod_without_its_secrets_fails_before_anything_is_built(tmp_path):
 
 
 def test_air_gapped_plan_loads_and_uses_the_local_redis_image(tmp_path):
-    image = "microservices-airgap/valkey:8.1-trixie"
+    image = "microservices-airgap/valkey:9.1-forky"
     backend = KindBackend("staging", redis_image=image, workdir=tmp_path)
     plan = backend.setup_commands()
     assert ["kind", "load", "docker-image", "--name", backend.cluster, image] in plan
