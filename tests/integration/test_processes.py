@@ -3,7 +3,6 @@ poller counting, surviving a server outage, stopping on SIGTERM; await-redis; ba
 
 import http.client
 import json
-import socket
 import subprocess
 import time
 
@@ -13,6 +12,7 @@ from microservices_server.settings import Settings
 from microservices_server.store import CounterStore
 
 from tests.conftest import redis_url_of
+from tests.hostile_client import exchange, post_head
 from tests.support import BIN, Server, Service, free_port, post_concurrently, wait_for
 
 
@@ -53,28 +53,6 @@ def test_workers_import_redis_only_after_gevent_patched(server):
     assert "MonkeyPatchWarning" not in server.output
 
 
-def chunked_post(extra_headers: bytes = b"") -> bytes:
-    """A request head for a chunked POST; the chunks follow."""
-    return (
-        b"POST / HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-        b"Transfer-Encoding: chunked\r\n" + extra_headers + b"\r\n"
-    )
-
-
-def exchange(url: str, data: bytes) -> bytes:
-    """Send raw bytes on a fresh connection; everything the server answers until it closes."""
-    host, port = url.removeprefix("http://").split(":")
-    answer = b""
-    with socket.create_connection((host, int(port)), timeout=10) as sock:
-        sock.sendall(data)
-        try:
-            while chunk := sock.recv(65536):
-                answer += chunk
-        except ConnectionResetError:
-            pass  # closed with some of what we sent unread (a refused body): its answer came
-    return answer
-
-
 @pytest.mark.parametrize(
     ("chunks", "error"),
     [
@@ -87,7 +65,7 @@ def test_a_malformed_chunked_body_is_a_400_and_counts_nothing(server, chunks, er
     """gunicorn decodes a chunked body as the app reads it: broken framing is the client's
     error, answered once as JSON, and the connection is closed (the stream is unusable)."""
     # A keep-alive request: the server itself must close the connection after its answer.
-    answer = exchange(server.url, chunked_post() + chunks)
+    answer = exchange(server.port, post_head() + chunks).raw
     assert answer.startswith(b"HTTP/1.1 400 "), answer
     assert answer.count(b"HTTP/1.1 ") == 1, answer
     assert json.loads(answer.split(b"\r\n\r\n", 1)[1]) == {
@@ -103,7 +81,7 @@ def test_a_chunked_body_is_held_to_the_size_limit(server, size, status):
     one that says it, not cut at the limit and counted because its first KiB parses."""
     body = b'{"increment": 7}' + b" " * (size - 16)
     chunks = b"%x\r\n" % len(body) + body + b"\r\n0\r\n\r\n"
-    answer = exchange(server.url, chunked_post(b"Connection: close\r\n") + chunks)
+    answer = exchange(server.port, post_head(extra=b"Connection: close\r\n") + chunks).raw
     assert answer.startswith(b"HTTP/1.1 " + status + b" "), answer[:200]
     assert server.count() == (7 if status == b"200" else 0)
 

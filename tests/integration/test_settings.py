@@ -31,6 +31,7 @@ SERVER = [
     ("GUNICORN_TIMEOUT", "1.5"),
     ("GRACEFUL_TIMEOUT", "0"),
     ("DRAIN_DELAY", "-1"),
+    ("BODY_TIMEOUT", "0"),
     ("PROMETHEUS_MULTIPROC_DIR", "/proc/nope"),
 ]
 AWAIT = [("AWAIT_TIMEOUT", "-1"), ("AWAIT_MAX_DELAY", "0.1"), ("AWAIT_MAX_DELAY", "nan")]

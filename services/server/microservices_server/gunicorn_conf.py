@@ -6,7 +6,8 @@ app is imported by each worker after fork, never here (see lifecycle.py for why)
 
 PORT (8080), WEB_CONCURRENCY worker processes (one per CPU the container may use),
 GUNICORN_WORKER_CLASS (gevent; or gthread with GUNICORN_THREADS threads, 8), ACCESS_LOG (api),
-GUNICORN_TIMEOUT (30 s), DRAIN_DELAY (3 s) and GRACEFUL_TIMEOUT (20 s): see settings.py.
+GUNICORN_TIMEOUT (30 s), DRAIN_DELAY (3 s), GRACEFUL_TIMEOUT (20 s) and BODY_TIMEOUT (5 s): see
+settings.py.
 
 Why gevent, one worker per CPU, and a shared listening socket rather than reuse_port: measured
 with scripts/benchmark (README, "Measured").
@@ -18,7 +19,7 @@ import os
 
 from microservices_common.logs import logging_config
 
-from . import access_log, lifecycle
+from . import access_log, lifecycle, wire
 from .settings import ServeSettings
 
 _settings = ServeSettings.from_env()
@@ -56,7 +57,9 @@ worker_tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") else None  # noqa: S108
 
 on_starting = lifecycle.on_starting
 post_fork = lifecycle.post_fork
-post_worker_init = lifecycle.post_worker_init
+post_worker_init = lifecycle.post_worker_init(_settings.body_timeout)
+# An answer that closes the connection closes lingering (wire.py).
+post_request = wire.post_request
 when_ready = lifecycle.drain_on_sigterm(_settings.drain_delay)
 child_exit = lifecycle.child_exit
 on_exit = lifecycle.on_exit

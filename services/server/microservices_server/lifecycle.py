@@ -108,16 +108,21 @@ def post_fork(_server, _worker) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
-def post_worker_init(_worker) -> None:
-    """In each worker, once it has loaded the app: one write per answer (see wire.py), and the
-    objects made so far (modules, the app) out of the garbage collector's way. They live as
-    long as the worker; without this every full collection walks all ~50,000 of them, a
+def post_worker_init(body_timeout: float):
+    """The post_worker_init hook: in each worker, once it has loaded the app, gunicorn's
+    pieces swapped for ours (wire.py: one write per answer, JSON errors, BODY_TIMEOUT), and
+    the objects made so far (modules, the app) out of the garbage collector's way. They live
+    as long as the worker; without this every full collection walks all ~50,000 of them, a
     pause of ~13 ms for every request in flight (measured: none left over 0.2 ms)."""
-    from . import wire
 
-    wire.install()
-    gc.collect()
-    gc.freeze()
+    def worker_ready(worker) -> None:
+        from . import wire
+
+        wire.install(worker, body_timeout)
+        gc.collect()
+        gc.freeze()
+
+    return worker_ready
 
 
 def child_exit(_server, worker) -> None:

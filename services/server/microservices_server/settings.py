@@ -180,6 +180,10 @@ class ServeSettings:
     metrics_dir: str | None = None
     # Which requests get an access-log line: see access_log.py.
     access_log: str = "api"
+    # A request's body must arrive within this many seconds of its head, else 408 and the
+    # connection closes (body_deadline.py): a body trickled a byte at a time held a
+    # connection for ever. The API's bodies are 1 KiB at most.
+    body_timeout: float = 5.0
 
     @classmethod
     def from_env(cls) -> ServeSettings:
@@ -193,6 +197,7 @@ class ServeSettings:
             drain_delay=env_float("DRAIN_DELAY", cls.drain_delay, 0, 300),
             metrics_dir=writable_dir(MULTIPROC_ENV),
             access_log=env_choice("ACCESS_LOG", cls.access_log, ACCESS_LOG_CHOICES),
+            body_timeout=env_float("BODY_TIMEOUT", cls.body_timeout, 0.1, 60),
         )
 
 

@@ -11,15 +11,25 @@ Two more costs of every answer go with it: the Date header, which gunicorn forma
 each answer (email.utils.formatdate, 2 us), is formatted once a second; and the write is a
 plain send() rather than gevent's sendall(), which asks the kernel for the socket's buffer
 size (a system call) before every write, whatever its size.
+
+The rest is what a connection owes the client at the socket (body_deadline.py has the why):
+an answer to a request whose body was not read whole says `Connection: close`, an answer that
+closes the connection closes lingering (`post_request`, a gunicorn hook), and gunicorn's own
+errors (a malformed head, a request line or headers too large) answer `{"error": ...}` with
+the headers of every other answer, closing lingering too, instead of its HTML page
+(`write_error`).
 """
 
 from __future__ import annotations
 
+import json
 import time
 
-from gunicorn import util
+from gunicorn import SERVER, util
 from gunicorn.http import wsgi
 from microservices_common.once_a_second import OnceASecond
+
+from . import body_deadline
 
 _format_http_date = util.http_date
 _current_date = OnceASecond(_format_http_date)
@@ -57,9 +67,50 @@ class OneWriteResponse(wsgi.Response):
         self.sent += len(arg)
         send_whole(self.sock, util.to_bytestring("".join(head) + "\r\n", "latin-1") + arg)
 
+    def should_close(self):
+        # A body left (partly) unread: the connection cannot carry another request.
+        return super().should_close() or body_deadline.unread(self.req)
 
-def install() -> None:
+
+def post_request(_worker, _req, _environ, resp) -> None:
+    """gunicorn's post_request hook (after the access log line): an answer that closes the
+    connection (a body not read whole, or `Connection: close`) closes lingering, so that the
+    client reads it. Here, in the request's greenlet or thread: gthread's own close lingers
+    in its main loop, up to 2 s for each client that neither closes nor sends (10 such
+    clients held liveness for 20 s)."""
+    if resp is not None and resp.headers_sent and resp.should_close():
+        body_deadline.linger(resp.sock)
+
+
+# The security headers of every answer (page.SECURITY_HEADERS), set by install(): page.py
+# imports Flask and redis-py, which gunicorn's master must not.
+_error_headers = ""
+
+
+def write_error(sock, status: int, reason: str, message: str) -> None:
+    """gunicorn's util.write_error, in JSON: `{"error": message}` with the headers of every
+    other answer, then a lingering close (the rest of the request may still be arriving)."""
+    body = json.dumps({"error": message or reason.lower()}, separators=(",", ":")).encode() + b"\n"
+    head = (
+        f"HTTP/1.1 {status} {reason}\r\nServer: {SERVER}\r\nDate: {http_date()}\r\n"
+        f"Connection: close\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n{_error_headers}\r\n"
+    )
+    util.write_nonblock(sock, head.encode("latin-1") + body)
+    body_deadline.linger(sock)
+
+
+def install(worker, body_timeout: float) -> None:
     """From now on this process's gunicorn answers through OneWriteResponse (gunicorn looks the
-    class up in its wsgi module for every request) and dates them from the cache."""
+    class up in its wsgi module for every request), dates them from the cache, answers its own
+    errors in JSON and reads requests under deadlines: the body within `body_timeout`; under
+    gthread the head too, within the keep-alive timeout (gevent's worker bounds it itself)."""
+    global _error_headers
+    from .page import SECURITY_HEADERS
+
+    _error_headers = "".join(f"{name}: {value}\r\n" for name, value in SECURITY_HEADERS)
     wsgi.Response = OneWriteResponse
     util.http_date = http_date
+    util.write_error = write_error
+    gthread = worker.cfg.worker_class_str == "gthread"
+    body_deadline.install(body_timeout, worker.cfg.keepalive if gthread else None)

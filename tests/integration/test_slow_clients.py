@@ -1,0 +1,247 @@
+"""The server against clients that misbehave at the socket (tests/hostile_client.py), as real
+gunicorn processes with a real Redis, gevent and gthread workers alike: a body trickled a byte
+at a time is cut at BODY_TIMEOUT with a 408, hundreds of them leave liveness answering, a body
+left unread never holds a connection, gunicorn's own errors are JSON with the usual headers,
+and a refused body of megabytes still lets the client read its 413."""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+
+import pytest
+import requests
+from microservices_server.page import SECURITY_HEADERS
+
+from tests.conftest import redis_url_of
+from tests.hostile_client import (
+    SlowBodies,
+    connect,
+    exchange,
+    head_lines,
+    open_files_allowed,
+    percentile,
+    post_head,
+    probe_latencies,
+    send_then_read,
+    trickle,
+    trickled_request,
+)
+from tests.support import Server
+
+pytestmark = pytest.mark.timeout(120)
+
+WORKERS = ["gevent", "gthread"]
+BODY_TIMEOUT = 1.0  # the servers' setting here (default 5 s), to keep the tests short
+LINGER = 2.0  # at most this long a closing connection reads what the client still sends
+HEAD_TIMEOUT = 5.0  # gunicorn's keep-alive timeout, which bounds a request head
+MARGIN = 1.0  # for a loaded machine
+
+
+@contextmanager
+def serving(redis_url: str, worker: str, **env: str):
+    server = Server(redis_url, GUNICORN_WORKER_CLASS=worker, ACCESS_LOG="off", **env)
+    try:
+        yield server.wait_ready()
+    finally:
+        server.kill()
+
+
+@pytest.fixture(scope="module", params=WORKERS)
+def server(request, redis_container):
+    """One server per worker class for the module (counts are compared before and after)."""
+    with serving(redis_url_of(redis_container), request.param, BODY_TIMEOUT=str(BODY_TIMEOUT)) as s:
+        yield s
+
+
+def assert_json_error(answer, status: int) -> None:
+    """An error answered as every other: JSON {"error": ...}, the security headers, and the
+    connection closed after it."""
+    assert answer.status == status, answer.raw[:300]
+    assert answer.headers["content-type"] == "application/json", answer.headers
+    assert isinstance(answer.json()["error"], str) and answer.json()["error"]
+    for name, value in SECURITY_HEADERS:
+        assert answer.headers.get(name.lower()) == value, (name, answer.headers)
+    assert answer.headers["connection"] == "close"
+    assert answer.closed, answer
+
+
+@pytest.mark.parametrize("length", [1000, None], ids=["content-length", "chunked"])
+def test_a_trickled_body_is_cut_at_the_deadline_with_a_408(server, length):
+    before = server.count()
+    trickled = trickled_request(
+        server.port, post_head(length), trickle(length), every=0.2, timeout=BODY_TIMEOUT + 8
+    )
+    assert_json_error(trickled.answer, 408)
+    assert "BODY_TIMEOUT" in trickled.answer.json()["error"]
+    assert BODY_TIMEOUT - 0.1 <= trickled.answered <= BODY_TIMEOUT + MARGIN, trickled
+    assert trickled.finished <= BODY_TIMEOUT + MARGIN, trickled
+    # The server reads what still arrives for a while (the lingering close), then lets go.
+    assert trickled.gone <= BODY_TIMEOUT + LINGER + MARGIN, trickled
+    assert server.count() == before
+
+
+@pytest.mark.parametrize(
+    ("method", "status"),
+    [("GET", 200), ("PUT", 405), ("DELETE", 401)],
+    ids=["get", "method-not-allowed", "no-api-key"],
+)
+def test_an_answer_before_the_body_closes_the_connection(server, method, status):
+    """Answered without reading its body, a request must not hold its connection while the
+    body trickles in: the answer says close, the server closes, and it lets go in time."""
+    trickled = trickled_request(
+        server.port, post_head(1000, method=method), trickle(1000), every=0.2, timeout=15
+    )
+    answer = trickled.answer
+    assert answer.status == status, answer.raw[:300]
+    assert answer.headers["connection"] == "close"
+    assert trickled.answered < MARGIN and trickled.finished < MARGIN, trickled
+    assert trickled.gone <= LINGER + MARGIN, trickled
+
+
+def test_a_trickled_head_is_closed_at_the_keep_alive_timeout(server):
+    """gevent's worker bounds a request head by its keep-alive timeout; under gthread a head
+    sent a line a second held a thread for ever, now it is bounded the same way."""
+    trickled = trickled_request(server.port, b"GET / HTTP/1.1\r\n", head_lines(), 0.2, 15)
+    assert trickled.answer.status is None, trickled.answer.raw[:300]
+    assert trickled.finished <= HEAD_TIMEOUT + MARGIN, trickled
+
+
+def test_keep_alive_still_carries_a_post_then_a_get(server):
+    with requests.Session() as session:
+        before = session.get(server.url + "/", timeout=5).json()["count"]
+        post = session.post(server.url + "/", json={"increment": 3}, timeout=5)
+        get = session.get(server.url + "/", timeout=5)
+    assert post.headers["Connection"] == "keep-alive"
+    assert post.json() == {"count": before + 3}
+    assert get.json() == {"count": before + 3}
+    # And on one raw connection: the POST's answer, then the GET's, the connection still open.
+    body = b'{"increment": 2}'
+    answer = exchange(
+        server.port,
+        post_head(len(body)) + body + b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    first, second = answer.raw.split(b"HTTP/1.1 ")[1:]
+    assert first.startswith(b"200 ") and b"Connection: keep-alive" in first
+    assert second.startswith(b"200 ") and b'{"count":%d}' % (before + 5) in second
+
+
+def test_clients_that_never_close_leave_liveness_answering(server):
+    """Answers with `Connection: close` to clients that neither read nor close: gthread's own
+    close waits up to 2 s for each in its main loop (10 of them held liveness for 20 s)."""
+    clients = [connect(server.port) for _ in range(10)]
+    try:
+        for sock in clients:
+            sock.sendall(b"GET /probe/liveness HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        latencies = liveness_under(server, 3)
+    finally:
+        for sock in clients:
+            sock.close()
+    assert max(latencies) < 1.0, latencies
+
+
+def many_headers(count: int) -> bytes:
+    return b"".join(b"X-Header-%d: v\r\n" % n for n in range(count))
+
+
+@pytest.mark.parametrize(
+    ("request_bytes", "status"),
+    [
+        (b"GET / HTTP/1.1\r\nHost: x\r\nX-Bad: a\x01b\r\n\r\n", 400),
+        (post_head(2, extra=b"Transfer-Encoding: chunked\r\n") + b"0\r\n\r\n", 400),
+        (post_head(2, extra=b"Content-Length: 2\r\n") + b"{}", 400),
+        (b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", 414),
+        (b"GET / HTTP/1.1\r\nHost: x\r\n" + many_headers(120) + b"\r\n", 431),
+        (post_head(None) + b"zz\r\n{}\r\n0\r\n\r\n", 400),
+    ],
+    ids=[
+        "control-char-in-header",
+        "te-and-cl",
+        "two-content-lengths",
+        "request-line-9000",
+        "120-headers",
+        "bad-chunk",
+    ],
+)
+def test_gunicorns_own_errors_answer_json_with_the_usual_headers(server, request_bytes, status):
+    answer = exchange(server.port, request_bytes)
+    assert_json_error(answer, status)
+    assert not answer.reset, "closed with part of the request unread: a reset"
+
+
+@pytest.mark.parametrize("size", [2_000_000, 20_000_000], ids=["2MB", "20MB"])
+def test_a_body_of_megabytes_always_gets_a_readable_413(server, size):
+    """The client sends the whole body, then reads (as requests does): the server must read
+    it away before it closes, or the reset takes the answer with it."""
+    body = b'{"increment": 1' + b" " * (size - 16) + b"}"
+    outcomes = [
+        send_then_read(
+            server.port, post_head(size, extra=b"Connection: close\r\n" if n % 2 else b""), body
+        )
+        for n in range(20)
+    ]
+    assert outcomes == ["413"] * 20
+
+
+def liveness_under(server: Server, seconds: float) -> list[float]:
+    return probe_latencies(server.url + "/probe/liveness", seconds, every=0.1, timeout=8)
+
+
+def slow_body_count(wanted: int) -> int:
+    """`wanted`, or fewer if this process may not open that many sockets (and its server)."""
+    return min(wanted, (open_files_allowed() - 200) // 2)
+
+
+@pytest.mark.parametrize(
+    ("worker", "slow", "env"),
+    [
+        # gevent: up to its connection limit (1,000 a worker): a greenlet each.
+        ("gevent", 900, {}),
+        # gthread: a request whose body is read holds one of the worker's threads (8): one
+        # thread left is enough for liveness, none is not (the next test).
+        ("gthread", 7, {}),
+    ],
+)
+def test_slow_bodies_up_to_the_limit_leave_liveness_answering(redis_url, worker, slow, env):
+    slow = slow_body_count(slow)
+    timeout = 2.0
+    settings = {"WEB_CONCURRENCY": "1", "BODY_TIMEOUT": str(timeout), **env}
+    with (
+        serving(redis_url, worker, **settings) as server,
+        SlowBodies(server.port, slow, post_head(1000) + b'{"increment": 1', every=1.0) as flood,
+    ):
+        latencies = liveness_under(server, timeout + 1.5)
+        assert flood.wait_all_closed(LINGER + MARGIN), "slow bodies still open"
+        assert server.count() == 0
+    cut = [conn.closed - conn.opened for conn in flood.connections]
+    statuses = {conn.status for conn in flood.connections}
+    print(
+        f"{worker}, {slow} slow bodies: liveness p50 {percentile(latencies, 0.5) * 1000:.1f} ms,"
+        f" max {max(latencies) * 1000:.1f} ms over {len(latencies)} probes; cut after"
+        f" {min(cut):.2f} to {max(cut):.2f} s"
+    )
+    assert statuses == {408}
+    assert max(cut) <= timeout + MARGIN
+    assert percentile(latencies, 0.5) < 0.1
+    assert max(latencies) < 0.5, latencies
+
+
+@pytest.mark.parametrize(
+    ("worker", "slow", "env"),
+    [
+        ("gevent", 60, {"GUNICORN_CMD_ARGS": "--worker-connections 50"}),
+        ("gthread", 12, {}),
+    ],
+)
+def test_past_the_limit_liveness_waits_one_deadline_at_most(redis_url, worker, slow, env):
+    """More slow bodies than a worker takes at once (gevent: its connections; gthread: its 8
+    threads), but fewer than twice as many: liveness waits in the queue, but only until the
+    deadline cuts those ahead of it."""
+    timeout = 2.0
+    settings = {"WEB_CONCURRENCY": "1", "BODY_TIMEOUT": str(timeout), **env}
+    with (
+        serving(redis_url, worker, **settings) as server,
+        SlowBodies(server.port, slow, post_head(1000) + b'{"increment": 1', every=1.0),
+    ):
+        latencies = liveness_under(server, 2 * (timeout + LINGER))
+    print(f"{worker}, {slow} slow bodies: liveness max {max(latencies):.2f} s")
+    assert max(latencies) <= timeout + LINGER + MARGIN, latencies
