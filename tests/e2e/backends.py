@@ -5,6 +5,9 @@ server over HTTP, read a component's logs and count its restarts. The scenarios
 (test_scenarios.py) are written once against this interface.
 
 Tiers: "data" (Redis), "app" (the server), "support" (counter and poller).
+
+A scenario states what it needs of the backend beyond that (`@pytest.mark.needs("persistence")`)
+and a backend lists what it offers (`features`): see verdict().
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import json
 import os
 import shlex
 import subprocess
+from collections.abc import Iterable
 from pathlib import Path
 
 from tests.support import free_port
@@ -37,7 +41,8 @@ class ComposeBackend:
 
     name = "compose"
     services = {"data": ["redis"], "app": ["server"], "support": ["counter", "poller"]}
-    has_persistence = True  # AOF on a named volume, see docker-compose.yml
+    features = frozenset({"persistence"})  # AOF on a named volume, see docker-compose.yml
+    chosen = False  # one configuration, CI's: it must offer every scenario what it needs
 
     def __init__(self, project: str | None = None):
         # E2E_COMPOSE_PROJECT lets two checkouts run the suite side by side (with TAG set
@@ -91,6 +96,23 @@ class ComposeBackend:
         self.compose("down", "--volumes", "--timeout", "30")
 
 
+def verdict(backend, needs: Iterable[str]) -> tuple[str, str] | None:
+    """What becomes of a scenario that needs `needs`: None, it runs; ("skip", why) where the
+    user chose a configuration that lacks something (E2E_OVERLAY=dev keeps no data); else
+    ("fail", why): compose and kind's default overlay must offer everything, so that CI,
+    which skips no test, runs every scenario."""
+    missing = sorted(set(needs) - backend.features)
+    if not missing:
+        return None
+    where = f"the {backend.name} backend"
+    if hasattr(backend, "overlay"):
+        where += f" with the {backend.overlay} overlay"
+    reason = f"needs {', '.join(missing)}, which {where} does not offer"
+    if backend.chosen:
+        return "skip", f"{reason} (E2E_OVERLAY=staging or prod runs it)"
+    return "fail", reason
+
+
 def backend_from_env():
     name = os.environ.get("E2E_BACKEND", "compose")
     if name == "compose":
@@ -98,8 +120,10 @@ def backend_from_env():
     if name == "kind":
         from tests.e2e.kind import KindBackend
 
+        overlay = os.environ.get("E2E_OVERLAY") or None
         return KindBackend(
-            overlay=os.environ.get("E2E_OVERLAY", "staging"),
+            overlay=overlay or "staging",
             redis_image=os.environ.get("KIND_REDIS_IMAGE") or None,
+            chosen=overlay is not None,
         )
     raise ValueError(f"E2E_BACKEND must be compose or kind, not {name!r}")

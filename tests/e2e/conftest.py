@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from tests.e2e.backends import backend_from_env
+from tests.e2e.backends import backend_from_env, verdict
 
 
 def left_out(backend: str | None) -> list[str]:
@@ -14,6 +14,25 @@ def left_out(backend: str | None) -> list[str]:
 
 
 collect_ignore = left_out(os.environ.get("E2E_BACKEND"))
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers",
+        "needs(*features): what a scenario needs of the backend (persistence); skipped, with "
+        "the reason, only on a kind overlay the user chose that lacks it (backends.verdict)",
+    )
+
+
+@pytest.fixture(autouse=True)
+def _the_backend_offers_what_the_test_needs(request):
+    marker = request.node.get_closest_marker("needs")
+    if marker is None:
+        return
+    decision = verdict(request.getfixturevalue("backend"), marker.args)
+    if decision is not None:
+        outcome, reason = decision
+        (pytest.skip if outcome == "skip" else pytest.fail)(reason)
 
 
 @pytest.fixture(scope="session")

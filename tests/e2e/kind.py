@@ -9,29 +9,37 @@ What makes it hold on a real cluster (and not only on paper):
   the pod starts (PodLogs). Scaling a tier to 0 deletes its pods and their logs; what we
   followed stays.
 - The forward names one Ready pod that is not terminating (kubectl port-forward to a Service
-  picks a pod itself, possibly one in its preStop sleep) and is re-established when it dies.
+  picks a pod itself, possibly one in its preStop sleep), of a tier that has settled (after a
+  scale down, not one its ReplicaSet is about to delete), and is re-established when it dies.
 - Diagnostics: the forward's output and `kind export logs` go to E2E_ARTIFACTS
   (e2e-artifacts/ by default), which the workflow uploads.
+- Images go in as archives of the node's platform (`docker image save --platform`, then
+  `kind load image-archive`): `kind load docker-image` fails on a pulled multi-platform image
+  under Docker's containerd image store (kind issue 3795). KIND_REDIS_IMAGE is read as Docker
+  reads an image reference (a registry's port, no tag, a digest) and set the way kustomize's
+  `images:` sets it.
 
 The command sequences are plain lists, so that tests can check the plan without a cluster.
 
 A rolling update under load (rolling_update_under_load, run by tests/e2e/kind_only with
-`make e2e-kind`): the counter's load mode runs inside the support tier's pod against the app
-tier's Service while the app tier's template changes and every server is replaced; not one
-request may fail. Compose has nothing like it (a recreated container is a restart), so that
-test exists only for this backend.
+`make e2e-kind`): the counter's load mode runs in a pod of its own, with CPU of its own,
+against the app tier's Service while the app tier's template changes and every server is
+replaced; not one request may fail. Compose has nothing like it (a recreated container is a
+restart), so that test exists only for this backend.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import shutil
 import subprocess
 import tempfile
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import requests
@@ -41,6 +49,82 @@ from tests.e2e.backends import ROOT, run
 from tests.support import env_file, free_port, setting, wait_for
 
 KIND_CONFIG = "tests/e2e/kind-config.yaml"
+DATA_TIER_IMAGE = "valkey/valkey"  # the name kustomize/base's `images:` sets the tag of
+
+# An image reference as Docker reads one (the grammar of distribution/reference):
+# [domain[:port]/]path[:tag][@algorithm:hex]. A domain may carry a port, so the tag is not
+# simply what follows the last `:`; path components are lower case.
+_DOMAIN = r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*"
+_PATH = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+IMAGE_REFERENCE = re.compile(
+    rf"(?P<name>(?:{_DOMAIN}(?::[0-9]+)?/)?{_PATH}(?:/{_PATH})*)"
+    r"(?::(?P<tag>\w[\w.-]{0,127}))?"
+    r"(?:@(?P<digest>[a-z0-9]+(?:[.+_-][a-z0-9]+)*:[0-9a-f]{32,}))?"
+)
+
+
+@dataclass(frozen=True)
+class ImageRef:
+    name: str
+    tag: str | None
+    digest: str | None
+
+    @classmethod
+    def parse(cls, reference: str) -> ImageRef:
+        match = IMAGE_REFERENCE.fullmatch(reference)
+        digest = match and match["digest"]
+        if not match or (digest and digest.startswith("sha256:") and len(digest) != 71):
+            raise ValueError(
+                f"{reference!r} is not an image reference ([registry[:port]/]name[:tag][@digest])"
+            )
+        return cls(match["name"], match["tag"], digest)
+
+    def kustomize_image(self, name: str = DATA_TIER_IMAGE) -> dict:
+        """The `images:` entry that makes kustomize set this image where `name` is used. It
+        replaces the base's tag: without a tag or a digest Docker means `latest` (what
+        `docker save` and so kind load), never the base's tag on another image."""
+        entry = {"name": name, "newName": self.name}
+        if self.tag or not self.digest:
+            entry["newTag"] = self.tag or "latest"
+        if self.digest:
+            entry["digest"] = self.digest
+        return entry
+
+    def __str__(self) -> str:
+        """As a pod runs it: name, tag (`latest` if neither a tag nor a digest), digest."""
+        entry = self.kustomize_image()
+        tag = f":{entry['newTag']}" if "newTag" in entry else ""
+        return f"{self.name}{tag}{'@' + self.digest if self.digest else ''}"
+
+
+# `docker image save --platform` needs API 1.48 (Docker 28) at both ends.
+SAVE_PLATFORM_API = (1, 48)
+DOCKER_VERSION = ["docker", "version", "--format", "{{json .}}"]
+
+
+@dataclass(frozen=True)
+class Docker:
+    """What loading images into kind depends on: the daemon's platform (kind's nodes are its
+    containers, so theirs too) and the API version client and daemon both speak."""
+
+    platform: str
+    api: tuple[int, int]
+
+    @classmethod
+    def from_version(cls, output: str) -> Docker:
+        """From `docker version --format '{{json .}}'`."""
+        version = json.loads(output)
+        server = version["Server"]
+
+        def api(side: dict) -> tuple[int, int]:
+            major, minor = side["ApiVersion"].split(".")[:2]
+            return int(major), int(minor)
+
+        return cls(f"{server['Os']}/{server['Arch']}", min(api(version["Client"]), api(server)))
+
+    @property
+    def saves_one_platform(self) -> bool:
+        return self.api >= SAVE_PLATFORM_API
 
 
 def ready_pods(pods: dict) -> list[str]:
@@ -54,6 +138,22 @@ def ready_pods(pods: dict) -> list[str]:
         if any(c["type"] == "Ready" and c["status"] == "True" for c in conditions):
             ready.append((pod["metadata"]["creationTimestamp"], pod["metadata"]["name"]))
     return [name for _, name in sorted(ready, reverse=True)]
+
+
+def active(pod: dict) -> bool:
+    """A pod its ReplicaSet counts: not terminating, not finished."""
+    phase = pod.get("status", {}).get("phase")
+    return not pod["metadata"].get("deletionTimestamp") and phase not in ("Succeeded", "Failed")
+
+
+def forward_target(pods: dict, replicas: int) -> str | None:
+    """The pod to forward to: the newest Ready one that is not terminating, once the tier has
+    settled, its active pods as many as its Deployment's replicas. Until then a ReplicaSet
+    scaled down may not have marked yet the pods it deletes, and it deletes the newest first:
+    a forward to the newest Ready pod would die with it."""
+    if sum(active(pod) for pod in pods["items"]) != replicas:
+        return None
+    return next(iter(ready_pods(pods)), None)
 
 
 def containers_of(pods: dict, container: str, state: str | None = None) -> list[tuple[str, int]]:
@@ -79,8 +179,77 @@ def remembered_replicas(previous: int | None, current: str) -> int:
     return int(current) if current and int(current) > 0 else 1
 
 
+# What an overlay offers the scenarios that need it (tests/e2e/conftest.py: needs).
+OVERLAY_FEATURES = {
+    "dev": frozenset(),  # Valkey on an emptyDir: its data goes with its pod
+    "staging": frozenset({"persistence"}),
+    "prod": frozenset({"persistence"}),
+}
 ROLLED_REPLICAS = 3  # servers during the rolling update: each is replaced in turn
 LOAD = {"rate": 40, "concurrency": 4, "seconds": 150}  # the counter's load mode, in total
+LOAD_POD = "e2e-load"
+# Its own CPU: in the counter's container (200m) throttling pushed requests past the 2 s
+# REQUEST_TIMEOUT, and those count as failed.
+LOAD_RESOURCES = {
+    "requests": {"cpu": "500m", "memory": "64Mi"},
+    "limits": {"cpu": "1", "memory": "128Mi"},
+}
+
+
+def load_pod(support: dict) -> dict:
+    """The rolling update's load generator: the counter's load mode in a pod of its own, made
+    from the support tier's Deployment (its account, security context, image, API_URL: the app
+    tier's Service, as every client reaches it) with CPU of its own. It carries the support
+    tier's `tier` label, which the network policies let reach the app tier, and not the whole
+    Deployment selector: a ReplicaSet adopts an orphan pod it selects, then deletes a pod of
+    one too many."""
+    template = support["spec"]["template"]
+    spec = template["spec"]
+    counter = next(c for c in spec["containers"] if c["name"] == "counter")
+    mounts = counter.get("volumeMounts", [])
+    program = [
+        "microservices-counter",
+        *("--rate", str(LOAD["rate"])),
+        *("--concurrency", str(LOAD["concurrency"])),
+        *("--duration", str(LOAD["seconds"])),
+    ]
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": LOAD_POD,
+            "labels": {"tier": template["metadata"]["labels"]["tier"], "e2e": "load"},
+        },
+        "spec": {
+            "restartPolicy": "Never",
+            **{
+                key: spec[key]
+                for key in (
+                    "serviceAccountName",
+                    "automountServiceAccountToken",
+                    "securityContext",
+                    "terminationGracePeriodSeconds",
+                )
+                if key in spec
+            },
+            "containers": [
+                {
+                    # No liveness probe: the load mode touches no heartbeat.
+                    "name": "load",
+                    "image": counter["image"],
+                    "imagePullPolicy": counter.get("imagePullPolicy", "IfNotPresent"),
+                    "command": program,
+                    "env": counter.get("env", []),
+                    "resources": LOAD_RESOURCES,
+                    "securityContext": counter["securityContext"],
+                    "volumeMounts": mounts,
+                }
+            ],
+            "volumes": [
+                v for v in spec.get("volumes", []) if v["name"] in {m["name"] for m in mounts}
+            ],
+        },
+    }
 
 
 def load_summary(output: str) -> dict | None:
@@ -125,7 +294,11 @@ class PodLogs:
         # (pod, restart count) -> its lines; in the order first seen
         self.segments: dict[tuple[str, int], list[str]] = {}
         self._streams: dict[tuple[str, int], subprocess.Popen] = {}
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # segments and streams, against the readers
+        # One refresh at a time: the watch thread and the test's thread both refresh, and two
+        # that see the same new instance would follow it twice, one stream never terminated.
+        self._refreshing = threading.Lock()
+        self._closed = False  # and a refresh after close() starts nothing
 
     def pods(self) -> dict:
         return json.loads(
@@ -135,12 +308,15 @@ class PodLogs:
     def refresh(self) -> None:
         """Follow every container instance not yet followed, and again one whose stream ended
         while it still runs (a follow re-reads the current instance's log from its start)."""
-        pods = self.pods()
-        running = set(containers_of(pods, self.container, "running"))
-        for key in containers_of(pods, self.container):
-            stream = self._streams.get(key)
-            if stream is None or (stream.poll() is not None and key in running):
-                self._follow(key)
+        with self._refreshing:
+            if self._closed:
+                return
+            pods = self.pods()
+            running = set(containers_of(pods, self.container, "running"))
+            for key in containers_of(pods, self.container):
+                stream = self._streams.get(key)
+                if stream is None or (stream.poll() is not None and key in running):
+                    self._follow(key)
 
     def _follow(self, key: tuple[str, int]) -> None:
         stream = subprocess.Popen(
@@ -165,7 +341,9 @@ class PodLogs:
         """Wait until the streams of instances no longer running have delivered their last
         line (`kubectl logs --follow` ends when its container does)."""
         running = set(containers_of(self.pods(), self.container, "running"))
-        for key, stream in list(self._streams.items()):
+        with self._lock:
+            streams = list(self._streams.items())
+        for key, stream in streams:
             if key not in running:
                 try:
                     stream.wait(timeout)
@@ -178,7 +356,10 @@ class PodLogs:
             return "\n".join(line for lines in self.segments.values() for line in lines)
 
     def close(self) -> None:
-        for stream in self._streams.values():
+        with self._refreshing, self._lock:
+            self._closed = True
+            streams = list(self._streams.values())
+        for stream in streams:
             if stream.poll() is None:
                 stream.terminate()
 
@@ -205,17 +386,29 @@ class KindBackend:
         cluster: str | None = None,
         redis_image: str | None = None,
         workdir: Path | None = None,
+        docker: Docker | None = None,
+        chosen: bool = False,
     ):
+        if overlay not in OVERLAY_FEATURES:
+            raise ValueError(
+                f"E2E_OVERLAY must be one of {sorted(OVERLAY_FEATURES)}, not {overlay!r}"
+            )
         self.overlay = overlay
+        # What the overlay offers the scenarios (conftest.py: @pytest.mark.needs). One the user
+        # chose (E2E_OVERLAY) may lack some: those scenarios are skipped, with the reason; the
+        # default overlay, like compose, must offer everything (no skipped test in CI).
+        self.features = OVERLAY_FEATURES[overlay]
+        self.chosen = chosen
         # Unique to the run: a cluster of the user's with the usual name is never touched.
         self.cluster = cluster or f"microservices-e2e-{secrets.token_hex(3)}"
         # A generated name is the run's own from the start: if `kind create` is interrupted
         # half-way, teardown may still delete what it left. A given name may be the user's.
         self._created = cluster is None
         self.namespace = f"microservices-{overlay}"
-        self.has_persistence = overlay in ("staging", "prod")
         # Air-gapped: a local Redis image, loaded into the cluster and set in the overlay.
         self.redis_image = redis_image
+        # The daemon that builds and saves the images: asked by start(), given by plan tests.
+        self.docker = docker
         self.kustomize_root = ROOT / "kustomize"
         # Made by start(): planning alone leaves nothing behind.
         self.workdir = Path(workdir or Path(tempfile.gettempdir()) / f"kind-e2e-{self.cluster}")
@@ -255,6 +448,11 @@ class KindBackend:
             raise RuntimeError(
                 f"E2E_OVERLAY=prod needs {secrets_env}: copy secrets.env.example there, fill it in"
             )
+        if self.redis_image:
+            try:
+                ImageRef.parse(self.redis_image)
+            except ValueError as error:
+                raise RuntimeError(f"KIND_REDIS_IMAGE: {error}") from None
 
     def prepare_overlay(self) -> None:
         """With a local Redis image: a copy of kustomize/ whose overlay points at it."""
@@ -264,11 +462,24 @@ class KindBackend:
         shutil.copytree(self.kustomize_root, tree, dirs_exist_ok=True)
         kustomization = tree / "overlays" / self.overlay / "kustomization.yaml"
         document = yaml.safe_load(kustomization.read_text())
-        name, _, tag = self.redis_image.rpartition(":")
-        document.setdefault("images", []).append(
-            {"name": "valkey/valkey", "newName": name or tag, **({"newTag": tag} if name else {})}
-        )
+        document.setdefault("images", []).append(ImageRef.parse(self.redis_image).kustomize_image())
         kustomization.write_text(yaml.safe_dump(document, sort_keys=False))
+
+    def load_commands(self, image: str) -> list[list[str]]:
+        """An image into the cluster, by an archive of the node's platform only: `kind load
+        docker-image` imports every platform `docker save` writes, and with Docker's
+        containerd image store (the default since Docker 29) that is a pulled image's whole
+        multi-platform index, of which only one platform's layers were pulled: `content
+        digest ... not found` (kind issue 3795). Before Docker 28 `save` knows no --platform,
+        and the classic store it then defaults to saves one platform anyway."""
+        if self.docker is None:
+            raise RuntimeError("the Docker daemon is not known yet: start() asks it")
+        archive = self.workdir / ("image-" + re.sub(r"[^\w.-]", "_", image) + ".tar")
+        platform = ["--platform", self.docker.platform] if self.docker.saves_one_platform else []
+        return [
+            ["docker", "image", "save", *platform, "-o", str(archive), image],
+            ["kind", "load", "image-archive", str(archive), "--name", self.cluster],
+        ]
 
     def setup_commands(self) -> list[list[str]]:
         commands = [
@@ -294,11 +505,9 @@ class KindBackend:
         ]
         for service, image in self.images.items():
             commands.append(["docker", "build", "--target", service, *build_args, "-t", image, "."])
-            commands.append(["kind", "load", "docker-image", "--name", self.cluster, image])
+            commands += self.load_commands(image)
         if self.redis_image:
-            commands.append(
-                ["kind", "load", "docker-image", "--name", self.cluster, self.redis_image]
-            )
+            commands += self.load_commands(self.redis_image)
         commands.append(
             [
                 "kubectl",
@@ -330,23 +539,23 @@ class KindBackend:
             self.rollout_status(deployment),
         ]
 
+    def load_pod_file(self) -> Path:
+        return self.workdir / f"{LOAD_POD}.json"
+
+    def load_start_commands(self) -> list[list[str]]:
+        """The load pod (load_pod(), written to load_pod_file()) created, and running."""
+        return [
+            self.kubectl("apply", "-f", str(self.load_pod_file())),
+            self.kubectl("wait", "--for=condition=Ready", f"pod/{LOAD_POD}", "--timeout=120s"),
+        ]
+
     def load_command(self) -> list[str]:
-        """The counter's load mode inside the support tier's pod, against API_URL: the app
-        tier's Service, as every client reaches it."""
-        return self.kubectl(
-            "exec",
-            "deploy/support-tier",
-            "-c",
-            "counter",
-            "--",
-            "microservices-counter",
-            "--rate",
-            str(LOAD["rate"]),
-            "--concurrency",
-            str(LOAD["concurrency"]),
-            "--duration",
-            str(LOAD["seconds"]),
-        )
+        """The load's output, from its first line to its summary: the follow ends when the
+        load does."""
+        return self.kubectl("logs", "--follow", f"pod/{LOAD_POD}", "-c", "load")
+
+    def load_delete_command(self) -> list[str]:
+        return self.kubectl("delete", f"pod/{LOAD_POD}", "--ignore-not-found", "--wait=true")
 
     def rolling_update_commands(self, mark: str) -> list[list[str]]:
         """A new revision of the app tier (a changed pod template: an annotation), and the
@@ -395,6 +604,8 @@ class KindBackend:
 
     def start(self) -> None:
         self.preflight()
+        if self.docker is None:
+            self.docker = Docker.from_version(run(DOCKER_VERSION))
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.prepare_overlay()
         self.artifacts.mkdir(parents=True, exist_ok=True)
@@ -415,15 +626,23 @@ class KindBackend:
     def app_pods(self) -> dict:
         return json.loads(run(self.kubectl("get", "pods", "-l", "tier=app", "-o", "json")))
 
+    def app_replicas(self) -> int:
+        return int(
+            run(self.kubectl("get", "deployment/app-tier", "-o", "jsonpath={.spec.replicas}")) or 0
+        )
+
     def _reforward(self) -> None:
-        """Forward to a Ready, non-terminating server pod; wait until it answers."""
+        """Forward to a Ready, non-terminating server pod of a settled app tier (see
+        forward_target); wait until it answers."""
         with self._forward_lock:
+            if self._watchdog_stop.is_set():
+                return  # torn down: no forward to outlive the run
             self._close_forward()
             pod = wait_for(
-                lambda: next(iter(ready_pods(self.app_pods())), None),
+                lambda: forward_target(self.app_pods(), self.app_replicas()),
                 120,
                 interval=1,
-                what="a Ready app-tier pod that is not terminating",
+                what="a settled app tier with a Ready pod that is not terminating",
             )
             self._forward_log = open(self.artifacts / "port-forward.log", "a")  # noqa: SIM115
             self._forward_log.write(f"--- forwarding {self.port} to pod/{pod}\n")
@@ -443,10 +662,11 @@ class KindBackend:
 
     def _watch(self) -> None:
         """Every second: a forward that died with its pod is forwarded again, to a pod that
-        is Ready now; and every new pod's log is followed from its start."""
+        is Ready now (and one that could not be made yet, while the tier settles, is tried
+        again); and every new pod's log is followed from its start."""
         while not self._watchdog_stop.wait(1):
             try:
-                if self._forward is not None and self._forward.poll() is not None:
+                if self._forward is None or self._forward.poll() is not None:
                     self._reforward()
                 self._refresh_logs()
             except Exception as exc:  # noqa: BLE001 - keep watching; tests see the outage
@@ -511,11 +731,17 @@ class KindBackend:
         for argv in prepare:
             run(argv)
         before = self.app_pod_names()
-        load = subprocess.Popen(
-            self.load_command(), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
-        )
+        support = json.loads(run(self.kubectl("get", "deployment/support-tier", "-o", "json")))
+        self.load_pod_file().write_text(json.dumps(load_pod(support), indent=2))
+        run(self.load_delete_command())  # one left by an interrupted run
+        load = None
         try:
-            time.sleep(5)  # the load under way (and a kubectl exec that failed, gone) first
+            for argv in self.load_start_commands():
+                run(argv)
+            load = subprocess.Popen(
+                self.load_command(), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+            )
+            time.sleep(5)  # the load under way (and a follow that failed, gone) first
             if load.poll() is not None:
                 raise RuntimeError(f"the load did not start:\n{load.communicate()[0].decode()}")
             run(patch)
@@ -530,8 +756,9 @@ class KindBackend:
             outlived = load.poll() is None
             output = load.communicate(timeout=LOAD["seconds"] + 60)[0].decode()
         finally:
-            if load.poll() is None:
+            if load is not None and load.poll() is None:
                 load.kill()
+            run(self.load_delete_command(), check=False)
         after = self.app_pod_names()
         if self.overlay != "prod":
             for argv in self.scale_commands("app", int(replicas or 1)):

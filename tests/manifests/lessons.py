@@ -576,3 +576,115 @@ def namespace_order_problems(where: str, objects: list[dict]) -> list[str]:
         for i, o in enumerate(objects)
         if created.get(o["metadata"].get("namespace"), -1) > i
     ]
+
+
+# Lessons done in order: the Pods of earlier lessons are still there.
+
+# Where the lessons without a README say what to run: the comments of their manifests, a
+# command and then, after a few spaces, a remark in parentheses.
+COMMENT = re.compile(r"^\s*#\s?(.*?)(?:\s{2,}\(.*)?$")
+
+
+def lesson_instructions(lesson: str) -> list[str]:
+    """What a lesson tells the reader to run, in order: its README's sh blocks and inline code,
+    then the comment lines of its manifests, file by file in name order."""
+    folder = ROOT / "k8s" / lesson
+    lines = []
+    readme = folder / "README.md"
+    if readme.is_file():
+        text = readme.read_text().replace("\\|", "|")
+        lines += [split_comment(line)[0] for line in sh_lines(readme)]
+        lines += re.findall(r"`(kubectl [^`]+)`", text)
+    for path in sorted(folder.glob("*.yaml")):
+        lines += [m[1] for line in path.read_text().splitlines() if (m := COMMENT.match(line))]
+    return lines
+
+
+def pod_changes(before: dict, after: dict) -> list[str]:
+    """What `kubectl apply` would change in a running Pod that the API server refuses: every
+    field of the spec but the containers' images, activeDeadlineSeconds and added tolerations
+    ("pod updates may not change fields other than ...")."""
+
+    def comparable(spec: dict) -> dict:
+        spec = copy.deepcopy(spec)
+        spec.pop("activeDeadlineSeconds", None)
+        for c in spec.get("containers", []) + spec.get("initContainers", []):
+            c.pop("image", None)
+        return spec
+
+    old, new = comparable(before), comparable(after)
+    if all(t in new.get("tolerations", []) for t in old.get("tolerations", [])):
+        old.pop("tolerations", None)
+        new.pop("tolerations", None)
+    changed = []
+    for key in sorted(set(old) | set(new)):
+        if key in ("containers", "initContainers"):
+            mine = {c["name"]: c for c in old.get(key, [])}
+            theirs = {c["name"]: c for c in new.get(key, [])}
+            for name in sorted(set(mine) | set(theirs)):
+                a, b = mine.get(name, {}), theirs.get(name, {})
+                changed += [
+                    f"{key}[{name}].{f}" for f in sorted(set(a) | set(b)) if a.get(f) != b.get(f)
+                ]
+        elif old.get(key) != new.get(key):
+            changed.append(key)
+    return changed
+
+
+def deletes_pod(words: list[str], namespace: str, name: str) -> bool:
+    """`kubectl delete pod NAME`, `pod/NAME` or `-f` a file that holds it, in `namespace`."""
+    if not words or words[0] != "delete":
+        return False
+    if (option(words, "-n", "--namespace") or "default") != namespace:
+        return False
+    if f"pod/{name}" in words or f"pods/{name}" in words:
+        return True
+    if len(words) > 2 and words[1] in ("pod", "pods", "po") and name in words[2:]:
+        return True
+    return any(
+        o["kind"] == "Pod" and o["metadata"]["name"] == name
+        for o in objects_of([p for p in applied_files(shlex.join(words)) if p.is_file()])
+    )
+
+
+def applies_lesson(words: list[str], lesson: str) -> bool:
+    path = option(words, "-f", "--filename")
+    return bool(words) and words[0] == "apply" and path is not None and lesson in Path(path).parts
+
+
+def pod_reuse_problems(steps: list[tuple[str, list[dict], list[str]]]) -> list[str]:
+    """(lesson, its objects, its instructions) in the order the lessons are done. A Pod applied
+    again, same name and namespace, changed where a running Pod cannot change, is rejected by
+    `kubectl apply` ("Forbidden: pod updates may not change fields ..."): the lesson must tell
+    the reader to delete it first, a `kubectl delete pod NAME` before its `kubectl apply`."""
+    there: dict[tuple[str, str], tuple[str, dict]] = {}
+    problems = []
+    for lesson, objects, instructions in steps:
+        commands = [words for line in instructions for words in kubectl_commands(line)]
+        for pod in (o for o in objects if o["kind"] == "Pod"):
+            namespace = pod["metadata"].get("namespace", "default")
+            name = pod["metadata"]["name"]
+            earlier = there.get((namespace, name))
+            changes = pod_changes(earlier[1], pod["spec"]) if earlier else []
+            if changes and not deleted_first(commands, namespace, name, lesson):
+                problems.append(
+                    f"{lesson}: Pod {name} is still there from {earlier[0]}, and a Pod's "
+                    f"{', '.join(changes)} cannot change in place: say `kubectl delete pod "
+                    f"{name}` before the lesson's `kubectl apply` (or name the pod anew)"
+                )
+            there[(namespace, name)] = (lesson, pod["spec"])
+    return problems
+
+
+def deleted_first(commands: list[list[str]], namespace: str, name: str, lesson: str) -> bool:
+    """A delete of the Pod among the commands, before the first apply of the lesson if any."""
+    for words in commands:
+        if deletes_pod(words, namespace, name):
+            return True
+        if applies_lesson(words, lesson):
+            return False
+    return False
+
+
+def lesson_steps() -> list[tuple[str, list[dict], list[str]]]:
+    return [(lesson, lesson_objects(lesson), lesson_instructions(lesson)) for lesson in LESSONS]

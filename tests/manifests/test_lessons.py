@@ -13,6 +13,7 @@ import yaml
 from tests.manifests import lessons as rule
 from tests.manifests.policies import KUBE_DNS, Endpoint, connects
 from tests.manifests.render import KUBERNETES_VERSION, LESSONS, OVERLAYS, ROOT, lesson_objects
+from tests.readme import split_comment
 
 ROLLING = "14-rolling-updates"
 PATCHES = ROOT / "k8s" / ROLLING / "patches"
@@ -41,6 +42,63 @@ def test_every_lessons_namespace_is_applied_first():
     planted = objects("08-deployments")
     planted.append(planted.pop(0))  # the layout lesson 7 had: namespace.yaml sorted last
     assert rule.namespace_order_problems("planted", planted)
+
+
+def test_a_lesson_that_changes_an_earlier_lessons_pod_says_to_delete_it_first():
+    """Lessons 1 to 5 share `mypod`: done in order, each applies it over the last one's. Where
+    it changes what a running Pod cannot change (2 its ports, 4 its resources) the lesson says
+    `kubectl delete pod mypod` before its apply; 3 (labels) and 5 (the same pod) need not."""
+    assert rule.pod_reuse_problems(rule.lesson_steps()) == []
+    said = {
+        lesson
+        for lesson, _, lines in rule.lesson_steps()
+        for line in lines
+        for words in rule.kubectl_commands(line)
+        if rule.deletes_pod(words, "default", "mypod")
+    }
+    assert said == {"02-ports", "04-resources"}
+
+
+def without_deletes(steps, lesson):
+    return [
+        (
+            name,
+            objects,
+            [line for line in lines if "delete" not in line] if name == lesson else lines,
+        )
+        for name, objects, lines in steps
+    ]
+
+
+def test_the_pod_reuse_rule_fails_on():
+    steps = rule.lesson_steps()
+    problems = " ".join(rule.pod_reuse_problems(without_deletes(steps, "04-resources")))
+    assert "04-resources: Pod mypod is still there from 03-labels" in problems
+    assert "containers[server].resources" in problems
+    # Said after the apply is too late.
+    late = [
+        (
+            name,
+            objects,
+            [*[x for x in lines if "delete" not in x], *[x for x in lines if "delete" in x]],
+        )
+        if name == "04-resources"
+        else (name, objects, lines)
+        for name, objects, lines in steps
+    ]
+    assert "04-resources" in " ".join(rule.pod_reuse_problems(late))
+    # Not a problem: a change a running Pod takes (labels, an image), or another name.
+    relabelled = copy.deepcopy(steps)
+    pod = rule.named(relabelled[3][1], "Pod", "mypod")
+    previous = rule.named(relabelled[2][1], "Pod", "mypod")
+    pod["spec"] = copy.deepcopy(previous["spec"])
+    pod["spec"]["containers"][0]["image"] = "microservices/server:1.0.1"
+    pod["metadata"]["labels"] = {"app": "other"}
+    assert rule.pod_reuse_problems(without_deletes(relabelled[:4], "04-resources")) == []
+    renamed = copy.deepcopy(steps)
+    rule.named(renamed[3][1], "Pod", "mypod")["metadata"]["name"] = "mypod-resources"
+    renamed[4][1][0]["metadata"]["name"] = "mypod-resources"
+    assert rule.pod_reuse_problems(without_deletes(renamed, "04-resources")) == []
 
 
 def readmes():
@@ -382,6 +440,21 @@ def test_the_pattern_rules_fail_on(lesson, change, complaint):
 
 def test_lesson_18_has_every_service_type_and_uses_its_externalname():
     assert rule.service_type_problems("18", objects("18-service-types")) == []
+
+
+def test_lesson_18_says_how_a_balancer_reaches_a_one_node_cluster():
+    """cloud-provider-kind sends nothing to a node labelled to be excluded from external load
+    balancers, as kubeadm labels every control-plane node; its README says to remove it."""
+    readme = ROOT / "k8s/18-service-types/README.md"
+    commands = [
+        words
+        for line in rule.sh_lines(readme)
+        for words in rule.kubectl_commands(split_comment(line)[0])
+    ]
+    label = "node.kubernetes.io/exclude-from-external-load-balancers"
+    assert ["get", "nodes", "-l", label] in commands
+    assert ["label", "nodes", "--all", f"{label}-"] in commands
+    assert "cloud-provider-kind#allowing-load-balancers-access" in readme.read_text()
 
 
 def test_node_ports_are_unique_across_the_lessons():
