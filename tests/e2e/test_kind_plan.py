@@ -38,7 +38,6 @@ from tests.manifests.lessons import container, named, rolling_update_problems
 from tests.manifests.policies import Endpoint, connects
 from tests.manifests.render import KUBERNETES_VERSION, OVERLAYS, kustomize
 from tests.manifests.rules import selects
-from tests.readme import block_after
 
 # The daemons a plan is made for: Docker 29 (its containerd image store the default) and one
 # before 28, whose `docker image save` knows no --platform.
@@ -233,23 +232,6 @@ def test_the_api_key_is_the_overlays(tmp_path):
         "REDIS_PASSWORD=p\nAPI_KEY=k\n"
     )
     assert backend.api_key == "k"
-
-
-def test_the_readme_way_to_point_an_overlay_at_a_local_redis(tmp_path):
-    lines = block_after("Without registry access")
-    start = next(i for i, line in enumerate(lines) if line.startswith("cat >> "))
-    end = lines.index("END", start)
-    target = lines[start].split()[2]
-    tree = tmp_path / "kustomize"
-    shutil.copytree(ROOT / "kustomize", tree)
-    overlay = tmp_path / target
-    overlay.write_text(overlay.read_text() + "\n".join(lines[start + 1 : end]) + "\n")
-    loaded = next(line.split()[-1] for line in lines if line.startswith("kind load"))
-    objects = kustomize(overlay.parent)
-    data = next(
-        o for o in objects if o["kind"] == "Deployment" and o["metadata"]["name"] == "data-tier"
-    )
-    assert [c["image"] for c in data["spec"]["template"]["spec"]["containers"]] == [loaded]
 
 
 @pytest.mark.parametrize("overlay", ["dev", "staging", "prod"])

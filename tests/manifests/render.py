@@ -3,6 +3,7 @@ lesson of k8s/ as kubectl apply -f would read it."""
 
 from __future__ import annotations
 
+import itertools
 import shutil
 import subprocess
 from pathlib import Path
@@ -43,3 +44,74 @@ def all_sets(rendered: dict[str, list[dict]]):
     """(where, objects) of every overlay (rendered) and every lesson."""
     yield from ((f"overlay {o}", rendered[o]) for o in OVERLAYS)
     yield from ((f"lesson {lesson}", lesson_objects(lesson)) for lesson in LESSONS)
+
+
+# Every combination of components a user may put together (Online Boutique renders each of
+# its own in CI): monitoring's allow-scrapers policy needs network-policies beside it (alone,
+# it would isolate the server; its README says so), every other subset goes.
+COMPONENTS = ["network-policies", "persistence", "autoscaling", "monitoring", "local-images"]
+
+
+def supported(combination: tuple[str, ...]) -> bool:
+    return "monitoring" not in combination or "network-policies" in combination
+
+
+COMBINATIONS = [
+    combination
+    for size in range(len(COMPONENTS) + 1)
+    for combination in itertools.combinations(COMPONENTS, size)
+    if supported(combination)
+]
+
+
+def combination_name(combination: tuple[str, ...]) -> str:
+    return "+".join(("base", *combination))
+
+
+def render_combination(tree: Path, combination: tuple[str, ...]) -> list[dict]:
+    """The base and these components, in a kustomization of their own inside `tree` (a copy of
+    kustomize/), with a restricted Namespace and the Secret the pods need. These two carry the
+    common labels themselves: every other object must get them from the base or a component."""
+    folder = tree / "combinations" / combination_name(combination)
+    folder.mkdir(parents=True)
+    namespace = "microservices-combination"
+    (folder / "namespace.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Namespace",
+                "metadata": {
+                    "name": namespace,
+                    "labels": {
+                        **common_labels(),
+                        **{f"pod-security.kubernetes.io/{m}": "restricted" for m in RESTRICTED},
+                    },
+                },
+            }
+        )
+    )
+    kustomization = {
+        "apiVersion": "kustomize.config.k8s.io/v1beta1",
+        "kind": "Kustomization",
+        "namespace": namespace,
+        "resources": ["namespace.yaml", "../../base"],
+        "components": [f"../../components/{c}" for c in combination],
+        "secretGenerator": [
+            {
+                "name": "microservices-secrets",
+                "literals": ["REDIS_PASSWORD=p", "API_KEY=k"],
+                "options": {"labels": common_labels()},
+            }
+        ],
+    }
+    (folder / "kustomization.yaml").write_text(yaml.safe_dump(kustomization))
+    return kustomize(folder)
+
+
+RESTRICTED = ("enforce", "audit", "warn")
+
+
+def common_labels() -> dict[str, str]:
+    """The labels the base gives every object (its `labels:` pairs)."""
+    base = yaml.safe_load((ROOT / "kustomize/base/kustomization.yaml").read_text())
+    return {k: v for entry in base["labels"] for k, v in entry["pairs"].items()}
