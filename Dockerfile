@@ -20,6 +20,7 @@ COPY .wheelhouse/ /wheelhouse/
 COPY pyproject.toml README.md /src/
 COPY requirements/ /src/requirements/
 COPY services/common/ /src/services/common/
+COPY services/lessons/ /src/services/lessons/
 COPY services/install-service /usr/local/bin/install-service
 
 FROM build AS server-build

@@ -11,7 +11,7 @@ import time
 import pytest
 import redis
 import requests
-from microservices_common.proxy import parse_address
+from microservices_lessons.proxy import parse_address
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 

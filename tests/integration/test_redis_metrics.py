@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 import requests
-from microservices_common.redis_metrics import parse_info, render
+from microservices_lessons.redis_metrics import parse_info, render
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import redis_url_of

@@ -33,8 +33,8 @@ import socket
 import sys
 from dataclasses import dataclass, field
 
-from .config import ConfigError, env_float, env_str, exit_on_config_error
-from .logs import log_event, setup_logging
+from microservices_common.config import ConfigError, env_float, env_str, exit_on_config_error
+from microservices_common.logs import log_event, setup_logging
 
 CHUNK = 64 * 1024
 

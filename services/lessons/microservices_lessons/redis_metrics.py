@@ -32,9 +32,9 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import unquote, urlsplit
 
-from .config import env_float, env_int, env_str, env_url, exit_on_config_error
-from .logs import log_event, setup_logging
-from .signals import StopSignal
+from microservices_common.config import env_float, env_int, env_str, env_url, exit_on_config_error
+from microservices_common.logs import log_event, setup_logging
+from microservices_common.signals import StopSignal
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 MAX_REPLY = 1024 * 1024
