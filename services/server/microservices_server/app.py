@@ -36,16 +36,17 @@ def create_app(
     # exactly its size however it is sent (api.request_body checks the length).
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes + 1
     store = store or CounterStore.from_settings(settings)
+    app_metrics = metrics.Metrics()
     app.extensions[EXTENSION] = Runtime(
         settings=settings,
         store=store,
-        metrics=metrics.Metrics(),
+        metrics=app_metrics,
         # Under gunicorn: the flag the master sets on SIGTERM (shared with every worker).
         draining=draining or drain_flag(),
         seen=ClientsSeen(store.record_seen),
     )
     errors.init_app(app)
-    metrics.init_app(app)
+    metrics.init_app(app, app_metrics)
     page.init_app(app)
     app.register_blueprint(api.bp)
     app.register_blueprint(probes.bp)

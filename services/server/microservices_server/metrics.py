@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import time
 
-from flask import Blueprint, Flask, Response, request
+from flask import Flask, Response, request
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -22,9 +22,6 @@ from prometheus_client import (
 )
 
 from .lifecycle import MULTIPROC_ENV
-from .state import runtime
-
-bp = Blueprint("metrics", __name__)
 
 
 class Metrics:
@@ -93,22 +90,20 @@ class _StartClock:
         return self.wsgi_app(environ, start_response)
 
 
-def _count_request(response: Response) -> Response:
-    req = request._get_current_object()  # one context lookup instead of four
-    rule = req.url_rule.rule if req.url_rule else "unmatched"
-    seconds = time.perf_counter() - req.environ.get(STARTED, time.perf_counter())
-    method = req.method if req.method in METHODS else "OTHER"
-    runtime().metrics.observe(rule, method, response.status_code, seconds)
-    return response
+def init_app(app: Flask, metrics: Metrics) -> None:
+    """Time every request of `app` into `metrics`, and serve them at GET /metrics."""
 
+    def count_request(response: Response) -> Response:
+        req = request._get_current_object()  # one context lookup instead of four
+        rule = req.url_rule.rule if req.url_rule else "unmatched"
+        seconds = time.perf_counter() - req.environ.get(STARTED, time.perf_counter())
+        method = req.method if req.method in METHODS else "OTHER"
+        metrics.observe(rule, method, response.status_code, seconds)
+        return response
 
-@bp.get("/metrics")
-def prometheus() -> Response:
-    return Response(runtime().metrics.render(), content_type=CONTENT_TYPE_LATEST)
+    def prometheus() -> Response:
+        return Response(metrics.render(), content_type=CONTENT_TYPE_LATEST)
 
-
-def init_app(app: Flask) -> None:
-    """Time every request of `app` into its runtime's metrics; serve GET /metrics."""
     app.wsgi_app = _StartClock(app.wsgi_app)
-    app.after_request(_count_request)
-    app.register_blueprint(bp)
+    app.after_request(count_request)
+    app.add_url_rule("/metrics", "metrics", prometheus, methods=["GET"])
