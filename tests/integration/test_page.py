@@ -303,8 +303,12 @@ def test_a_read_never_waits_for_its_bookkeeping(client, redis_client, hold_write
     [
         (lambda r: r.set(COUNT_KEY, "abc"), "holds 'abc', not an integer"),
         (lambda r: r.hset(COUNT_KEY, "a", "1"), "another type of key"),
+        # Numbers to Python's int(), not to INCRBY: GET would read what POST refuses.
+        (lambda r: r.set(COUNT_KEY, " 12"), "holds ' 12'"),
+        (lambda r: r.set(COUNT_KEY, "1_000"), "holds '1_000'"),
+        (lambda r: r.set(COUNT_KEY, "99999999999999999999"), "not an integer"),
     ],
-    ids=["not-a-number", "a-hash"],
+    ids=["not-a-number", "a-hash", "a-space", "an-underscore", "past-64-bits"],
 )
 def test_a_count_that_is_no_number_is_one_clear_error(client, redis_client, bad, shown):
     """A count written by hand (or by another program) that Redis cannot count: GET and POST

@@ -245,3 +245,108 @@ def test_past_the_limit_liveness_waits_one_deadline_at_most(redis_url, worker, s
         latencies = liveness_under(server, 2 * (timeout + LINGER))
     print(f"{worker}, {slow} slow bodies: liveness max {max(latencies):.2f} s")
     assert max(latencies) <= timeout + LINGER + MARGIN, latencies
+
+
+def never_reading_clients(port: int, count: int) -> list:
+    """`count` clients that pipeline GETs of the page's script and never read an answer (a
+    small receive buffer, as a slow link would have)."""
+    import socket
+
+    clients = []
+    for _ in range(count):
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.connect(("127.0.0.1", port))
+        sock.setblocking(False)
+        request = b"GET /static/page.js HTTP/1.1\r\nHost: x\r\n\r\n"
+        try:
+            for _ in range(3000):
+                sock.send(request)
+        except BlockingIOError:
+            pass  # the server stopped reading: its answers fill our buffer
+        clients.append(sock)
+    return clients
+
+
+def closed_by_server(sock) -> bool:
+    """True once the server has closed (or reset) the connection, reading what is left."""
+    import socket
+
+    try:
+        while True:
+            data = sock.recv(1 << 20)
+            if not data:
+                return True
+    except BlockingIOError:
+        return False
+    except OSError:
+        return True
+    finally:
+        sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+
+
+@pytest.mark.parametrize("worker", WORKERS)
+def test_clients_that_never_read_their_answers_are_let_go(redis_url, worker):
+    """An answer must be taken within BODY_TIMEOUT: clients that never read (more than the
+    gthread worker has threads) neither hold liveness past a deadline nor their connections
+    for ever. (Each is answered until the kernel's buffers are full, a few hundred answers,
+    then cut: bounded by the work it asked for, not by the client.)"""
+    with serving(redis_url, worker, BODY_TIMEOUT=str(BODY_TIMEOUT), WEB_CONCURRENCY="1") as srv:
+        clients = never_reading_clients(srv.port, 10)
+        try:
+            latencies = probe_latencies(srv.url, seconds=BODY_TIMEOUT + 2)
+            assert max(latencies) < BODY_TIMEOUT + MARGIN, latencies
+            assert requests.post(srv.url + "/", timeout=5).status_code == 200
+            # Each is cut within a deadline or a few (an answer at a time), not held for ever.
+            import time
+
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline and not all(map(closed_by_server, clients)):
+                time.sleep(0.2)
+            assert all(map(closed_by_server, clients))
+        finally:
+            for sock in clients:
+                sock.close()
+
+
+def test_a_head_past_32_kib_is_a_431_in_json(server):
+    """gunicorn's own limits (100 fields of 8,190 bytes) let an 810 KB head through, costing
+    77 ms of CPU to parse: the head as a whole is capped."""
+    pad = b"".join(b"X-Pad-%d: %s\r\n" % (n, b"a" * 4000) for n in range(20))  # 80 KB
+    answer = exchange(server.port, b"GET /probe/liveness HTTP/1.1\r\nHost: x\r\n" + pad + b"\r\n")
+    assert_json_error(answer, 431)
+    small = b"".join(b"X-Pad-%d: %s\r\n" % (n, b"a" * 1000) for n in range(8))  # 8 KB: fine
+    answer = exchange(
+        server.port,
+        b"GET /probe/liveness HTTP/1.1\r\nHost: x\r\nConnection: close\r\n" + small + b"\r\n",
+    )
+    assert answer.status == 200
+
+
+@pytest.mark.parametrize("body", [b"", b'{"increment": 7}'], ids=["nothing", "a-whole-json"])
+def test_a_body_cut_short_by_the_client_counts_nothing(server, body):
+    """Content-Length: 100, fewer bytes, then the client closes its side: an incomplete
+    message (RFC 9112, 8), a 400, never a smaller request."""
+    import socket
+
+    before = server.count()
+    sock = connect(server.port)
+    head = (
+        b"POST / HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Idempotency-Key: cut-%d\r\nContent-Length: 100\r\n\r\n" % len(body)
+    )
+    sock.sendall(head + body)
+    sock.shutdown(socket.SHUT_WR)
+    raw = b""
+    while chunk := sock.recv(65536):
+        raw += chunk
+    sock.close()
+    assert raw.startswith(b"HTTP/1.1 400"), raw[:200]
+    assert b"incomplete request body" in raw
+    assert server.count() == before
+
+
+def test_options_answers_json(server):
+    answer = exchange(server.port, b"OPTIONS / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    assert answer.status == 405
+    assert answer.headers["content-type"] == "application/json"

@@ -70,6 +70,10 @@ def request_body(req: Request, limit: int) -> bytes:
         raise ApiError(400, f"malformed request body: {type(exc).__name__}") from None
     if len(body) > limit:
         raise RequestEntityTooLarge()
+    # A Content-Length body cut short (the client closed its side): an incomplete message
+    # (RFC 9112, section 8), never a smaller request.
+    if req.content_length is not None and len(body) != req.content_length:
+        raise ApiError(400, "incomplete request body: the connection closed before its end")
     return body
 
 

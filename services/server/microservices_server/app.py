@@ -35,6 +35,8 @@ def create_app(
     # One byte past the limit, so that a body longer than the limit can be told from one of
     # exactly its size however it is sent (api.request_body checks the length).
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes + 1
+    # No OPTIONS answers of Flask's own (an empty text/html 200): a 405 in JSON like any other.
+    app.config["PROVIDE_AUTOMATIC_OPTIONS"] = False
     store = store or CounterStore.from_settings(settings)
     app_metrics = metrics.Metrics()
     app.extensions[EXTENSION] = Runtime(

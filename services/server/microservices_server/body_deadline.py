@@ -25,6 +25,12 @@ held its connection (a gevent slot, a gthread thread) for ever. So:
   its 413. It ends by shutting the read side too, so that gthread's own close (a drain of up
   to 2 s in its main loop) returns at once.
 
+- **The head is at most HEAD_LIMIT bytes as a whole** (gunicorn's own limits, 100 fields of
+  8,190 bytes, allow 810 KB, which its parser rescans on every read: 77 ms of CPU a request).
+  Past it gunicorn's 431 answers (in JSON, wire.py).
+- **An answer must be taken within BODY_TIMEOUT too** (wire.py): a client that never reads
+  held its connection, a gthread thread, for ever.
+
 `install(body_timeout, head_timeout)` (a worker hook, via wire.install) puts this in place in
 the worker's gunicorn.
 """
@@ -37,7 +43,7 @@ import time
 
 from gunicorn.http import parser
 from gunicorn.http.body import ChunkedReader, LengthReader
-from gunicorn.http.errors import NoMoreData
+from gunicorn.http.errors import LimitRequestHeaders, NoMoreData
 from gunicorn.http.message import Request
 from gunicorn.http.unreader import SocketUnreader
 
@@ -48,6 +54,8 @@ from gunicorn.http.unreader import SocketUnreader
 LINGER_SECONDS = 2.0
 LINGER_IDLE = 0.5
 LINGER_BYTES = 64 * 1024 * 1024
+# A request head: the request line and every header together (ours are well under 1 KiB).
+HEAD_LIMIT = 32 * 1024
 
 
 class BodyTimeout(Exception):
@@ -71,8 +79,17 @@ class DeadlineUnreader(SocketUnreader):
     deadline: float | None = None
     on_expiry: type[Exception] | None = None
     seconds: float = 0.0
+    head_read: int | None = None  # bytes read while reading a head (None: reading a body)
 
     def chunk(self, size_hint=None):
+        data = self._chunk(size_hint)
+        if self.head_read is not None:
+            self.head_read += len(data)
+            if self.head_read > HEAD_LIMIT + 8192:  # a body's first bytes may come with it
+                raise LimitRequestHeaders(f"request head over {HEAD_LIMIT} bytes")
+        return data
+
+    def _chunk(self, size_hint=None):
         if self.deadline is None:
             return super().chunk(size_hint)
         left = self.deadline - time.monotonic()
@@ -113,7 +130,12 @@ class DeadlineRequest(Request):
             unreader.on_expiry = HeadTimeout
             unreader.seconds = self.head_timeout or 0.0
             unreader.deadline = _deadline(self.head_timeout)
-        super().__init__(cfg, unreader, peer_addr, req_number)
+            unreader.head_read = 0
+        try:
+            super().__init__(cfg, unreader, peer_addr, req_number)
+        finally:
+            if deadline_on:
+                unreader.head_read = None
         if deadline_on:
             unreader.on_expiry = BodyTimeout
             unreader.seconds = self.body_timeout

@@ -8,6 +8,7 @@ recorded without its increment (or the other way round).
 from __future__ import annotations
 
 import hashlib
+import re
 import select
 from dataclasses import dataclass
 
@@ -175,6 +176,7 @@ COUNT_REPAIR = "nothing was counted; reset it with DELETE / and X-API-Key (READM
 
 
 WRONG_TYPE = "it holds another type of key, not a string"
+INTEGER = re.compile(rb"-?(0|[1-9][0-9]{0,18})")
 
 
 def count_of(reply: bytes | None | Exception) -> int:
@@ -186,11 +188,11 @@ def count_of(reply: bytes | None | Exception) -> int:
         raise CorruptCount(WRONG_TYPE)
     if isinstance(reply, Exception):
         raise reply
-    try:
-        return int(reply)
-    except ValueError:
-        shown = reply[:40].decode("utf-8", "replace")
-        raise CorruptCount(f"it holds {shown!r}, not an integer") from None
+    # What INCRBY itself takes: a plain decimal within 64 bits (not " 12", "+5" nor "1_000").
+    if INTEGER.fullmatch(reply) and -(2**63) <= (count := int(reply)) < 2**63:
+        return count
+    shown = reply[:40].decode("utf-8", "replace")
+    raise CorruptCount(f"it holds {shown!r}, not an integer")
 
 
 @dataclass(frozen=True)

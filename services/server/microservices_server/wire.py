@@ -22,6 +22,8 @@ the headers of every other answer, closing lingering too, instead of its HTML pa
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import time
 
@@ -50,7 +52,44 @@ def send_whole(sock, data: bytes) -> None:
 
 
 class OneWriteResponse(wsgi.Response):
+    # How long a client may take to take an answer (BODY_TIMEOUT, set by install()): a client
+    # that never reads held its connection, under gthread a thread, for ever.
+    send_timeout: float = 5.0
+    _timeout_before: float | None = None
+    _deadline_started = False
+
     def write(self, arg):
+        try:
+            self._bounded_write(arg)
+        except TimeoutError:
+            # Quietly, as gunicorn ends a connection the client broke (EPIPE): no traceback.
+            raise BrokenPipeError(errno.EPIPE, "answer not taken in time") from None
+
+    def write_file(self, respiter):
+        try:
+            return super().write_file(respiter)
+        except TimeoutError:
+            raise BrokenPipeError(errno.EPIPE, "answer not taken in time") from None
+
+    def send_headers(self):
+        if not self.headers_sent:
+            self._start_deadline()
+        return super().send_headers()
+
+    def _start_deadline(self):
+        # sendall()'s timeout bounds a whole call, in CPython and gevent alike.
+        if not self._deadline_started:
+            self._deadline_started = True
+            self._timeout_before = self.sock.gettimeout()
+            self.sock.settimeout(self.send_timeout)
+
+    def close(self):
+        super().close()
+        if self._deadline_started:
+            with contextlib.suppress(OSError):
+                self.sock.settimeout(self._timeout_before)
+
+    def _bounded_write(self, arg):
         whole_body = (
             not self.headers_sent
             and not self.chunked
@@ -59,8 +98,9 @@ class OneWriteResponse(wsgi.Response):
             and self.response_length == len(arg)
         )
         if not whole_body:
-            return super().write(arg)
+            return super().write(arg)  # through send_headers() above
         # The head exactly as gunicorn's send_headers() builds it, then the body.
+        self._start_deadline()
         head = self.default_headers()
         head.extend(f"{name}: {value}\r\n" for name, value in self.headers)
         self.headers_sent = True
@@ -109,6 +149,7 @@ def install(worker, body_timeout: float) -> None:
     from .page import SECURITY_HEADERS
 
     _error_headers = "".join(f"{name}: {value}\r\n" for name, value in SECURITY_HEADERS)
+    OneWriteResponse.send_timeout = body_timeout
     wsgi.Response = OneWriteResponse
     util.http_date = http_date
     util.write_error = write_error
