@@ -514,6 +514,22 @@ def assert_refused_without_the_memory(run, command: str, raw: Raw) -> Service:
 
 
 @pytest.mark.parametrize("command", [COUNTER, POLLER])
+def test_interim_answers_are_skipped_for_the_final_one(run, command):
+    """103 Early Hints (and 102) come before the real answer: the count is the 200's, and the
+    counter's increment is acknowledged once, not retried until abandoned."""
+    early = head("HTTP/1.1 103 Early Hints", "Link: </style.css>; rel=preload")
+    final = head(OK_HEAD, "Content-Type: application/json", "Content-Length: 12")
+    raw = Raw(early + head("HTTP/1.1 102 Processing") + final + b'{"count": 9}')
+    with ScriptedPeer([raw], then=answer(200, {"count": 10})) as peer:
+        worker = run(command, peer.url, INTERVAL="60" if command == COUNTER else "0.1")
+        wait_events(worker, DONE[command], timeout=30)
+        keys = peer.keys()
+    assert worker.events(DONE[command])[0]["count"] == 9
+    if command == COUNTER:
+        assert len(keys) == 1 and worker.events("retrying") == []
+
+
+@pytest.mark.parametrize("command", [COUNTER, POLLER])
 @pytest.mark.parametrize("encoding", BODIES)
 def test_a_400_mib_answer_is_refused_without_the_memory(run, command, encoding):
     worker = assert_refused_without_the_memory(run, command, huge(encoding))

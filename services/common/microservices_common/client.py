@@ -107,15 +107,28 @@ def send(
         sock = session.connection(parts, deadline)
         sock.settimeout(_time_left(deadline))
         sock.sendall(head.encode("latin-1") + b"\r\n" + body)  # a few hundred bytes
-        answer = http.client.HTTPResponse(_Wire(sock, deadline), method=method)
+        answer = _Answer(_Wire(sock, deadline), method=method)
         answer.begin()  # status line and headers
         content = _read_body(answer)
     except BaseException:
         session.close()  # half an exchange on it: never reused
         raise
-    if answer.will_close or answer.status < 200:  # a 1xx: the real answer is still to come
+    if answer.will_close or answer.status < 200:  # a 101: a protocol this client does not speak
         session.close()
     return Response(answer.status, answer.headers, content)
+
+
+class _Answer(http.client.HTTPResponse):
+    """http.client's answer past every interim 1xx (103 Early Hints, 102 Processing): a client
+    skips them for the final answer (RFC 9110, 15.2), where http.client skips only 100. Their
+    count is bounded as the rest of the answer is, by MAX_ANSWER and the deadline."""
+
+    def _read_status(self):
+        while True:
+            version, status, reason = super()._read_status()
+            if not 100 < status < 200 or status == 101:
+                return version, status, reason
+            http.client.parse_headers(self.fp)  # an interim answer's headers: dropped
 
 
 def _read_body(answer: http.client.HTTPResponse) -> bytes:
