@@ -688,3 +688,76 @@ def deleted_first(commands: list[list[str]], namespace: str, name: str, lesson: 
 
 def lesson_steps() -> list[tuple[str, list[dict], list[str]]]:
     return [(lesson, lesson_objects(lesson), lesson_instructions(lesson)) for lesson in LESSONS]
+
+
+# 21: draining a node, with a PodDisruptionBudget, on a multi-node kind cluster.
+
+DIGEST = re.compile(r"@sha256:[0-9a-f]{64}$")
+
+
+def allowed_disruptions(budget: dict, replicas: int) -> int:
+    """How many of `replicas` Ready pods the budget lets be evicted at once (minAvailable or
+    maxUnavailable, a number or a percentage: minAvailable rounds up, maxUnavailable down)."""
+    spec = budget["spec"]
+
+    def count(value, round_up: bool) -> int:
+        if isinstance(value, str) and value.endswith("%"):
+            share = replicas * int(value[:-1])
+            return -(-share // 100) if round_up else share // 100
+        return int(value)
+
+    if "minAvailable" in spec:
+        return max(replicas - count(spec["minAvailable"], round_up=True), 0)
+    return count(spec.get("maxUnavailable", 0), round_up=False)
+
+
+def drain_problems(where: str, objects: list[dict], app: str) -> list[str]:
+    """A PodDisruptionBudget selects the Deployment's pods (and no other's) and allows at least
+    one disruption with the replicas it has, so a drain can go on; and the pods spread across
+    nodes, so that one node drained leaves a server on another."""
+    deployment = named(objects, "Deployment", app)
+    namespace = deployment["metadata"]["namespace"]
+    labels = deployment["spec"]["template"]["metadata"]["labels"]
+    replicas = deployment["spec"].get("replicas", 1)
+    budgets = [
+        o
+        for o in objects
+        if o["kind"] == "PodDisruptionBudget" and o["metadata"].get("namespace") == namespace
+    ]
+    problems = []
+    mine = [b for b in budgets if selects(b["spec"]["selector"].get("matchLabels", {}), labels)]
+    if not mine:
+        problems.append(f"{where}: no PodDisruptionBudget selects the pods of {app}")
+    for budget in mine:
+        name = budget["metadata"]["name"]
+        others = [pod for ns, pod, _ in pods(objects) if ns == namespace and pod != labels]
+        if any(selects(budget["spec"]["selector"].get("matchLabels", {}), o) for o in others):
+            problems.append(f"{where}: PodDisruptionBudget {name} selects pods beyond {app}'s")
+        if allowed_disruptions(budget, replicas) < 1:
+            problems.append(
+                f"{where}: PodDisruptionBudget {name} allows no disruption of {app}'s "
+                f"{replicas} replicas: a drain would wait for ever"
+            )
+    spread = template_spec(deployment).get("topologySpreadConstraints", [])
+    if not any(
+        c["topologyKey"] == "kubernetes.io/hostname"
+        and selects(c.get("labelSelector", {}).get("matchLabels", {}), labels)
+        for c in spread
+    ):
+        problems.append(f"{where}: {app}'s pods do not spread across nodes")
+    return problems
+
+
+def kind_config_problems(where: str, config: dict, workers: int = 2) -> list[str]:
+    """A kind cluster with at least `workers` worker nodes, every node image pinned by digest."""
+    nodes = config.get("nodes", [])
+    problems = []
+    if config.get("kind") != "Cluster" or not config.get("apiVersion", "").startswith("kind."):
+        problems.append(f"{where}: not a kind Cluster config")
+    found = sum(1 for n in nodes if n.get("role") == "worker")
+    if found < workers:
+        problems.append(f"{where}: {found} worker nodes, fewer than {workers}")
+    for index, node in enumerate(nodes):
+        if not DIGEST.search(node.get("image", "")):
+            problems.append(f"{where}: node {index}'s image is not pinned by digest")
+    return problems

@@ -540,3 +540,110 @@ def test_the_overlays_policies_allow_what_the_app_needs_and_nothing_else(rendere
     }
     assert allowed == {("support", "app", 8080), ("app", "data", 6379)}
     assert all(connects(policies, pod, KUBE_DNS, 53, "UDP") for pod in tier.values())
+
+
+# 21: draining a node.
+
+DRAIN = "21-drain"
+KIND_CONFIG = ROOT / "k8s" / DRAIN / "kind/cluster.yaml"
+
+
+def kind_config() -> dict:
+    return yaml.safe_load(KIND_CONFIG.read_text())
+
+
+def test_lesson_21s_budget_selects_the_servers_and_lets_a_drain_go_on():
+    lesson = objects(DRAIN)
+    assert rule.drain_problems(DRAIN, lesson, "app-tier") == []
+    budget = rule.named(lesson, "PodDisruptionBudget", "app-tier")
+    replicas = deployment(lesson, "app-tier")["spec"]["replicas"]
+    assert budget["spec"]["minAvailable"] == 1 < replicas
+    assert rule.allowed_disruptions(budget, replicas) == replicas - 1
+
+
+def test_lesson_21s_kind_cluster_has_workers_to_drain_on_the_e2e_node_image():
+    config = kind_config()
+    assert rule.kind_config_problems(DRAIN, config) == []
+    e2e = yaml.safe_load((ROOT / "tests/e2e/kind-config.yaml").read_text())
+    assert {n["image"] for n in config["nodes"]} == {n["image"] for n in e2e["nodes"]}
+    assert "kind.x-k8s.io" not in " ".join(o["apiVersion"] for o in lesson_objects(DRAIN)), (
+        "kubectl apply -f on the lesson does not read the kind config"
+    )
+
+
+def budget_of(lesson):
+    return rule.named(lesson, "PodDisruptionBudget", "app-tier")["spec"]
+
+
+def select_other(lesson):
+    budget_of(lesson)["selector"]["matchLabels"] = {"tier": "ap"}
+
+
+def select_every_tier(lesson):
+    budget_of(lesson)["selector"]["matchLabels"] = {}
+
+
+def as_many_as_replicas(lesson):
+    budget_of(lesson)["minAvailable"] = 2
+
+
+def one_replica(lesson):
+    deployment(lesson, "app-tier")["spec"]["replicas"] = 1
+
+
+def all_of_them(lesson):
+    del budget_of(lesson)["minAvailable"]
+    budget_of(lesson)["minAvailable"] = "100%"
+
+
+def no_unavailable(lesson):
+    del budget_of(lesson)["minAvailable"]
+    budget_of(lesson)["maxUnavailable"] = 0
+
+
+def no_spread(lesson):
+    del spec_of(lesson, "app-tier")["topologySpreadConstraints"]
+
+
+@pytest.mark.parametrize(
+    ("change", "complaint"),
+    [
+        (select_other, "no PodDisruptionBudget selects the pods of app-tier"),
+        (select_every_tier, "selects pods beyond app-tier's"),
+        (as_many_as_replicas, "allows no disruption of app-tier's 2 replicas"),
+        (one_replica, "allows no disruption of app-tier's 1 replicas"),
+        (all_of_them, "allows no disruption"),
+        (no_unavailable, "allows no disruption"),
+        (no_spread, "do not spread across nodes"),
+    ],
+)
+def test_the_drain_rule_fails_on(change, complaint):
+    lesson = objects(DRAIN)
+    change(lesson)
+    assert complaint in " ".join(rule.drain_problems("planted", lesson, "app-tier"))
+
+
+def one_worker(config):
+    config["nodes"] = config["nodes"][:2]
+
+
+def tag_only(config):
+    config["nodes"][1]["image"] = config["nodes"][1]["image"].split("@")[0]
+
+
+def no_image(config):
+    del config["nodes"][2]["image"]
+
+
+@pytest.mark.parametrize(
+    ("change", "complaint"),
+    [
+        (one_worker, "1 worker nodes, fewer than 2"),
+        (tag_only, "node 1's image is not pinned by digest"),
+        (no_image, "node 2's image is not pinned by digest"),
+    ],
+)
+def test_the_kind_config_rule_fails_on(change, complaint):
+    config = kind_config()
+    change(config)
+    assert complaint in " ".join(rule.kind_config_problems("planted", config))
