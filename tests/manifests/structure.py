@@ -137,6 +137,26 @@ FORWARD = re.compile(r"\bport-forward\b[^&]*&(?!&)")
 CURL = re.compile(r"\bcurl\b")
 
 
+APPLY = re.compile(r"\bkubectl (?:-n \S+ )?apply -f (\S+)")
+WAITS = re.compile(r"\bkubectl (?:-n \S+ )?(?:wait|rollout status)\b")
+USES = re.compile(r"\bkubectl (?:-n \S+ )?(?:exec|port-forward) \S")
+
+
+def apply_wait_problems(where: str, lines: list[str]) -> list[str]:
+    """After `kubectl apply -f`, a `kubectl exec` or `port-forward` needs a running pod: a
+    `kubectl wait` (or `rollout status`) must come between, or the command races the pods."""
+    problems, applied = [], False
+    for line in lines:
+        if APPLY.search(line):
+            applied = True
+        elif WAITS.search(line):
+            applied = False
+        elif applied and USES.search(line):
+            problems.append(f"{where}: `{line.strip()[:60]}` runs before the pods are up")
+            applied = False
+    return problems
+
+
 def port_forward_problems(where: str, lines: list[str]) -> list[str]:
     """`kubectl port-forward ... &` returns before the forward listens: the curl after it must
     wait for it (`curl --retry-connrefused`), or it races the forward and may be refused."""

@@ -35,6 +35,10 @@ def test_the_air_gapped_snippet_renders_without_editing_a_tracked_file(tmp_path)
     tree = copy_with_prod_secrets(repository)
     before = {p: p.read_bytes() for p in tree.rglob("*") if p.is_file()}
     out = tmp_path / "rendered.yaml"
+    # A temporary folder behind a symlink one level shallower than the real one, as macOS'
+    # /var/folders -> /private/var/folders: relative paths must be made between real folders.
+    (tmp_path / "private" / "var").mkdir(parents=True)
+    (tmp_path / "var").symlink_to(tmp_path / "private" / "var")
     # kind and kubectl as stand-ins: `kubectl apply -k DIR` renders DIR instead.
     stubs = (
         "kind() { :; }\n"
@@ -43,7 +47,7 @@ def test_the_air_gapped_snippet_renders_without_editing_a_tracked_file(tmp_path)
     subprocess.run(
         ["bash", "-euc", stubs + block],
         cwd=repository,
-        env={**os.environ, "OUT": str(out), "TMPDIR": str(tmp_path)},
+        env={**os.environ, "OUT": str(out), "TMPDIR": str(tmp_path / "var")},
         check=True,
         timeout=120,
     )

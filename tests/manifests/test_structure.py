@@ -30,6 +30,7 @@ from tests.manifests.render import (
 )
 from tests.manifests.rules import containers, pod_specs, selects
 from tests.manifests.structure import (
+    apply_wait_problems,
     claim_problems,
     hpa_replica_problems,
     label_problems,
@@ -259,6 +260,20 @@ def test_the_port_forward_rule_fails_on_a_race(lines):
     assert port_forward_problems("planted", lines)
     fixed = [line.replace("curl", "curl --retry 5 --retry-connrefused") for line in lines]
     assert port_forward_problems("planted", fixed) == []
+
+
+def test_no_lesson_uses_its_pods_before_they_are_up():
+    problems = [
+        p for lesson in LESSONS for p in apply_wait_problems(lesson, lesson_instructions(lesson))
+    ]
+    assert problems == []
+
+
+def test_the_wait_rule_fails_on_a_race():
+    lines = ["kubectl apply -f k8s/17-adapter/", "kubectl -n adapter exec deploy/x -- true"]
+    assert apply_wait_problems("planted", lines)
+    waited = [lines[0], "kubectl -n adapter wait --for=condition=Available deployment --all"]
+    assert apply_wait_problems("planted", [*waited, lines[1]]) == []
 
 
 # Item 10: where the docs say kind enforces NetworkPolicy, they say when it does not.
