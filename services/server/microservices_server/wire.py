@@ -51,6 +51,16 @@ def send_whole(sock, data: bytes) -> None:
         sock.sendall(memoryview(data)[sent:])
 
 
+@contextlib.contextmanager
+def _taken_in_time():
+    """An answer the client did not take within its deadline ends the connection quietly, as
+    gunicorn ends one the client broke (EPIPE): no traceback in the log."""
+    try:
+        yield
+    except TimeoutError:
+        raise BrokenPipeError(errno.EPIPE, "answer not taken in time") from None
+
+
 class OneWriteResponse(wsgi.Response):
     # How long a client may take to take an answer (BODY_TIMEOUT, set by install()): a client
     # that never reads held its connection, under gthread a thread, for ever.
@@ -59,17 +69,12 @@ class OneWriteResponse(wsgi.Response):
     _deadline_started = False
 
     def write(self, arg):
-        try:
+        with _taken_in_time():
             self._bounded_write(arg)
-        except TimeoutError:
-            # Quietly, as gunicorn ends a connection the client broke (EPIPE): no traceback.
-            raise BrokenPipeError(errno.EPIPE, "answer not taken in time") from None
 
     def write_file(self, respiter):
-        try:
+        with _taken_in_time():
             return super().write_file(respiter)
-        except TimeoutError:
-            raise BrokenPipeError(errno.EPIPE, "answer not taken in time") from None
 
     def send_headers(self):
         if not self.headers_sent:
@@ -84,7 +89,8 @@ class OneWriteResponse(wsgi.Response):
             self.sock.settimeout(self.send_timeout)
 
     def close(self):
-        super().close()
+        with _taken_in_time():  # it may send the head, or the last chunk
+            super().close()
         if self._deadline_started:
             with contextlib.suppress(OSError):
                 self.sock.settimeout(self._timeout_before)
