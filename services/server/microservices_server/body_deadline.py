@@ -25,7 +25,8 @@ held its connection (a gevent slot, a gthread thread) for ever. So:
   its 413. It ends by shutting the read side too, so that gthread's own close (a drain of up
   to 2 s in its main loop) returns at once.
 
-- **The head is at most HEAD_LIMIT bytes as a whole** (gunicorn's own limits, 100 fields of
+- **The head is at most about 40 KiB as a whole** (HEAD_LIMIT, 32 KiB, counted in whole reads
+  of 8 KiB, one of which may carry a body's first bytes) (gunicorn's own limits, 100 fields of
   8,190 bytes, allow 810 KB, which its parser rescans on every read: 77 ms of CPU a request).
   Past it gunicorn's 431 answers (in JSON, wire.py).
 - **An answer must be taken within BODY_TIMEOUT too** (wire.py): a client that never reads

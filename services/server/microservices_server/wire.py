@@ -82,7 +82,9 @@ class OneWriteResponse(wsgi.Response):
         return super().send_headers()
 
     def _start_deadline(self):
-        # sendall()'s timeout bounds a whole call, in CPython and gevent alike.
+        # sendall()'s timeout bounds a whole call, in CPython and gevent alike; a static file's
+        # sendfile() waits up to it for each step of progress (every answer here is under
+        # 10 KB, which the kernel's buffers take at once).
         if not self._deadline_started:
             self._deadline_started = True
             self._timeout_before = self.sock.gettimeout()
