@@ -33,6 +33,7 @@ SERVER = [
     ("DRAIN_DELAY", "-1"),
     ("BODY_TIMEOUT", "0"),
     ("PROMETHEUS_MULTIPROC_DIR", "/proc/nope"),
+    ("FAULTS_ENABLED", "maybe"),
 ]
 AWAIT = [("AWAIT_TIMEOUT", "-1"), ("AWAIT_MAX_DELAY", "0.1"), ("AWAIT_MAX_DELAY", "nan")]
 WORKERS = [

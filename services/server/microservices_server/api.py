@@ -114,15 +114,21 @@ def increment():
     return {"count": result.count}, 200, headers
 
 
-@bp.delete("/")
-def reset():
-    state = runtime()
-    api_key = state.settings.api_key
+def require_api_key(disabled: str) -> None:
+    """A 403 when the server has no API_KEY (saying `disabled`), a 401 unless the request's
+    X-API-Key is it (compared in constant time)."""
+    api_key = runtime().settings.api_key
     if not api_key:
-        raise ApiError(403, "reset is disabled: no API_KEY is configured on the server")
+        raise ApiError(403, f"{disabled}: no API_KEY is configured on the server")
     given = request.headers.get("X-API-Key", "")
     if not hmac.compare_digest(given.encode(), api_key.encode()):
         raise ApiError(401, "missing or wrong X-API-Key")
+
+
+@bp.delete("/")
+def reset():
+    state = runtime()
+    require_api_key("reset is disabled")
     count = redis_call("reset", state.store.reset)
     # Logged once Redis has done it: a failed reset must not look like one in the log.
     log_event(log, "reset", "counter reset", logging.WARNING)

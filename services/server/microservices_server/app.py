@@ -8,6 +8,7 @@ GET    /probe/readiness  200 when Redis answers PING, else 503; 503 once drainin
 GET    /metrics          Prometheus text format                                    metrics.py
 GET    /                 for a browser (Accept: text/html first): the live page    page.py
 GET    /api/status       the page's JSON: count, rate, history, the tiers' status
+GET    /faults           the fault switches (FAULTS_ENABLED; PUT, DELETE /faults/x)  faults.py
 Errors of every kind answer {"error": ...}                                         errors.py
 """
 
@@ -15,7 +16,9 @@ from __future__ import annotations
 
 from flask import Flask
 
-from . import api, errors, metrics, page, probes
+from . import api, errors, faults, metrics, page, probes
+from .fault_board import FaultBoard, fault_board
+from .fault_switches import Faults
 from .lifecycle import DrainFlag, drain_flag
 from .seen import ClientsSeen
 from .settings import Settings
@@ -27,9 +30,10 @@ def create_app(
     settings: Settings | None = None,
     store: CounterStore | None = None,
     draining: DrainFlag | None = None,
+    board: FaultBoard | None = None,
 ) -> Flask:
     """Build the app. Without arguments (as gunicorn calls it) everything comes from the
-    environment; tests pass their own settings, store and drain flag."""
+    environment; tests pass their own settings, store, drain flag and fault board."""
     settings = settings or Settings.from_env()
     app = Flask(__name__)
     # One byte past the limit, so that a body longer than the limit can be told from one of
@@ -46,9 +50,13 @@ def create_app(
         # Under gunicorn: the flag the master sets on SIGTERM (shared with every worker).
         draining=draining or drain_flag(),
         seen=ClientsSeen(store.record_seen),
+        # Under gunicorn: the board the master made (shared with every worker).
+        faults=Faults(board or fault_board()) if settings.faults_enabled else None,
     )
     errors.init_app(app)
     metrics.init_app(app, app_metrics)
+    if settings.faults_enabled:
+        faults.init_app(app)
     page.init_app(app)
     app.register_blueprint(api.bp)
     app.register_blueprint(probes.bp)

@@ -30,6 +30,8 @@ import tempfile
 import threading
 from pathlib import Path
 
+from .fault_board import make_shared_board
+
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 
@@ -73,6 +75,8 @@ def drain_flag() -> DrainFlag:
 def on_starting(server) -> None:
     global _shared_flag
     _shared_flag = DrainFlag()
+    # The fault switches every worker reads (made whether or not FAULTS_ENABLED: 128 bytes).
+    make_shared_board()
     _prepare_metrics_dir(server)
 
 

@@ -1,4 +1,5 @@
-"""Prometheus metrics: requests by route, method and status, latency, Redis errors.
+"""Prometheus metrics: requests by route, method and status, latency, Redis errors, the fault
+switches (on, and changes).
 
 `init_app` times every request (before/after hooks) and serves GET /metrics. Each app gets
 its own registry (tests build many apps in one process). Under gunicorn with several worker
@@ -40,6 +41,14 @@ class Metrics:
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
             registry=self.registry,
         )
+        self.fault_changes = Counter(
+            "faults_changes_total",
+            "Fault switches turned on or off through /faults, by switch and action.",
+            ["switch", "action"],
+            registry=self.registry,
+        )
+        # Collectors asked at each scrape (the fault switches' state), by render() too.
+        self.collectors: list = []
         self.redis_errors = Counter(
             "redis_errors_total",
             "Redis commands that failed (connection refused, timeout, auth...), by operation.",
@@ -64,10 +73,20 @@ class Metrics:
     def redis_error(self, operation: str) -> None:
         self.redis_errors.labels(operation).inc()
 
+    def fault_changed(self, switch: str, action: str) -> None:
+        self.fault_changes.labels(switch, action).inc()
+
+    def add_collector(self, collector) -> None:
+        """A collector read at each scrape, of this process only (the pod's shared state)."""
+        self.collectors.append(collector)
+        self.registry.register(collector)
+
     def render(self) -> bytes:
         if os.environ.get(MULTIPROC_ENV):
             registry = CollectorRegistry()
             multiprocess.MultiProcessCollector(registry)
+            for collector in self.collectors:
+                registry.register(collector)
             return generate_latest(registry)
         return generate_latest(self.registry)
 

@@ -133,6 +133,8 @@ def status_body() -> dict:
         "pid": os.getpid(),
         "uptime": round(time.time() - STARTED),
         "draining": state.draining.is_set(),
+        # This pod's fault switches (null without FAULTS_ENABLED): the page shows which are on.
+        "faults": state.faults.describe_all() if state.faults else None,
     }
     reading = snapshots().read(state.store, lambda: state.metrics.redis_error("status"))
     snapshot = reading.snapshot

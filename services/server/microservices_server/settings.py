@@ -89,6 +89,9 @@ class Settings:
     # The page shows a counter or poller "stale" once it has not been seen for this long
     # (they call every INTERVAL, 1 s); it is forgotten after 12 times as long.
     client_stale_after: float = 10.0
+    # The fault switches (faults.py), for learning: on in compose, the dev overlay and the
+    # lessons; off in staging and prod, where every /faults path is a 404.
+    faults_enabled: bool = False
 
     @property
     def clients_ttl(self) -> int:
@@ -104,6 +107,7 @@ class Settings:
             max_increment=env_int("MAX_INCREMENT", cls.max_increment, 1, 2**31),
             idempotency_ttl=env_int("IDEMPOTENCY_TTL", cls.idempotency_ttl, 1, 30 * 24 * 3600),
             client_stale_after=env_float("CLIENT_STALE_AFTER", cls.client_stale_after, 0.5, 3600),
+            faults_enabled=env_choice("FAULTS_ENABLED", "false", ("true", "false")) == "true",
         )
 
 

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 from flask import Flask, current_app
 
 if TYPE_CHECKING:
+    from .fault_switches import Faults
     from .lifecycle import DrainFlag
     from .metrics import Metrics
     from .seen import ClientsSeen
@@ -30,6 +31,8 @@ class Runtime:
     draining: DrainFlag
     # The support-tier clients that read the count, written off the request's path.
     seen: ClientsSeen
+    # The fault switches (faults.py), or None with FAULTS_ENABLED off.
+    faults: Faults | None = None
 
 
 def runtime(app: Flask | None = None) -> Runtime:

@@ -101,6 +101,19 @@ function drawChart(perSecond) {
   );
 }
 
+// The fault switches on in the pod that answered, in words: "latency 250 ms (4 min left)".
+function faultsOn(switches) {
+  const words = {
+    liveness: (s) => `liveness ${s.mode}`,
+    latency: (s) => `latency ${s.ms} ms`,
+    errors: (s) => `errors ${Math.round(s.ratio * 100)}% ${s.status}`,
+  };
+  const on = Object.entries(switches)
+    .filter(([, s]) => s.on)
+    .map(([name, s]) => `${(words[name] || (() => name))(s)} (${duration(s.seconds_left)} left)`);
+  return on.length ? on.join(", ") : "none";
+}
+
 // The count and the chart keep their last values, dimmed, while no fresh ones come.
 function markStale(note) {
   document.body.dataset.stale = "true";
@@ -126,6 +139,7 @@ function render(status) {
     ["version", app.version],
     ["worker", `pid ${app.pid}`],
     ["up for", duration(app.uptime)],
+    ...(app.faults ? [["faults on", faultsOn(app.faults)]] : []),
   ]);
   for (const [kind, tier] of [["counter", counter], ["poller", poller]]) {
     setTier(kind, tier.status, tier.reason);

@@ -1,0 +1,330 @@
+"""The fault switches (FAULTS_ENABLED, /faults): each one does what a lesson says it does, on
+every worker of the pod, turns itself off in time, and changes nothing when refused."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests.conftest import API_KEY, make_app
+from tests.support import Server, wait_for
+
+KEY = {"X-API-Key": API_KEY}
+SWITCHES = ["readiness", "liveness", "latency", "errors", "cpu"]
+BROWSER = {"Accept": "text/html,application/xhtml+xml,*/*;q=0.8"}
+
+
+@pytest.fixture
+def faulty(redis_url):
+    return make_app(redis_url, faults_enabled=True).test_client()
+
+
+def switch_on(client, switch: str, **settings):
+    response = client.put(f"/faults/{switch}", json=settings, headers=KEY)
+    assert response.status_code == 200, response.get_json()
+    return response.get_json()
+
+
+def states(client) -> dict:
+    return client.get("/faults").get_json()["switches"]
+
+
+def all_off(client) -> bool:
+    return all(state == {"on": False} for state in states(client).values())
+
+
+# -- off unless asked
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [("GET", "/faults"), ("GET", "/faults/readiness"), ("PUT", "/faults/readiness"),
+     ("DELETE", "/faults/latency"), ("PUT", "/faults/nope")],
+)  # fmt: skip
+def test_with_faults_disabled_every_faults_path_is_a_404(client, method, path):
+    response = client.open(path, method=method, json={}, headers=KEY)
+    assert response.status_code == 404
+    assert "error" in response.get_json()
+    assert client.get("/probe/readiness").status_code == 200
+
+
+def test_every_switch_is_listed_and_off_at_start(faulty):
+    body = faulty.get("/faults").get_json()
+    assert body["pod"]
+    assert sorted(body["switches"]) == sorted(SWITCHES)
+    assert all_off(faulty)
+
+
+# -- refused: a clear error, nothing changes
+
+
+@pytest.mark.parametrize("headers", [{}, {"X-API-Key": "wrong"}])
+def test_a_missing_or_wrong_key_is_a_401_and_changes_nothing(faulty, headers):
+    assert faulty.put("/faults/readiness", json={}, headers=headers).status_code == 401
+    assert faulty.delete("/faults/readiness", headers=headers).status_code == 401
+    assert all_off(faulty)
+    assert faulty.get("/probe/readiness").status_code == 200
+
+
+def test_without_an_api_key_on_the_server_switches_are_a_403(redis_url):
+    client = make_app(redis_url, faults_enabled=True, api_key=None).test_client()
+    response = client.put("/faults/readiness", json={}, headers=KEY)
+    assert response.status_code == 403
+    assert "API_KEY" in response.get_json()["error"]
+    assert all_off(client)
+
+
+def test_an_unknown_switch_is_a_404_naming_the_switches(faulty):
+    response = faulty.put("/faults/memory", json={}, headers=KEY)
+    assert response.status_code == 404
+    assert "readiness, liveness, latency, errors, cpu" in response.get_json()["error"]
+
+
+@pytest.mark.parametrize(
+    ("switch", "body", "field"),
+    [
+        ("latency", {}, "ms"),
+        ("latency", {"ms": 0}, "ms"),
+        ("latency", {"ms": 10_001}, "ms"),
+        ("latency", {"ms": 1.5}, "ms"),
+        ("latency", {"ms": "100"}, "ms"),
+        ("latency", {"ms": True}, "ms"),
+        ("errors", {"ratio": 1.5}, "ratio"),
+        ("errors", {"ratio": -0.1}, "ratio"),
+        ("errors", {"ratio": None}, "ratio"),
+        ("errors", {"ratio": 0.5, "status": 404}, "status"),
+        ("errors", {"ratio": 0.5, "status": "500"}, "status"),
+        ("liveness", {}, "mode"),
+        ("liveness", {"mode": "crash"}, "mode"),
+        ("readiness", {"for": 0}, "for"),
+        ("readiness", {"for": 3601}, "for"),
+        ("readiness", {"for": "60"}, "for"),
+        ("cpu", {"for": False}, "for"),
+        ("readiness", {"ms": 100}, "'ms'"),
+        ("cpu", {"cores": 2}, "'cores'"),
+    ],
+)
+def test_a_bad_value_is_a_400_naming_the_field_and_changes_nothing(faulty, switch, body, field):
+    response = faulty.put(f"/faults/{switch}", json=body, headers=KEY)
+    assert response.status_code == 400
+    assert field in response.get_json()["error"]
+    assert all_off(faulty)
+
+
+@pytest.mark.parametrize(
+    ("data", "content_type", "status"),
+    [
+        (b"[1]", "application/json", 400),
+        (b'{"for": ', "application/json", 400),
+        (b'{"for": NaN}', "application/json", 400),
+        (b'{"for": 60}', "text/plain", 415),
+        (b"x" * 2000, "application/json", 413),
+    ],
+)
+def test_a_body_that_is_no_json_object_is_refused(faulty, data, content_type, status):
+    response = faulty.put(
+        "/faults/readiness", data=data, headers={**KEY, "Content-Type": content_type}
+    )
+    assert response.status_code == status
+    assert all_off(faulty)
+
+
+# -- each switch
+
+
+def test_readiness_fails_while_on_and_the_api_still_serves(faulty):
+    state = switch_on(faulty, "readiness")
+    assert state["on"] is True
+    assert 299 < state["seconds_left"] <= 300  # the default "for"
+    readiness = faulty.get("/probe/readiness")
+    assert readiness.status_code == 503
+    assert "readiness fault switch" in readiness.get_json()["reason"]
+    assert faulty.post("/").status_code == 200
+    assert faulty.get("/probe/liveness").status_code == 200
+
+    assert faulty.delete("/faults/readiness", headers=KEY).get_json() == {"on": False}
+    assert faulty.get("/probe/readiness").status_code == 200
+
+
+def test_liveness_fail_answers_500_until_switched_off(faulty):
+    assert switch_on(faulty, "liveness", mode="fail")["mode"] == "fail"
+    assert faulty.get("/probe/liveness").status_code == 500
+    assert faulty.get("/probe/readiness").status_code == 200
+    faulty.delete("/faults/liveness", headers=KEY)
+    assert faulty.get("/probe/liveness").status_code == 200
+
+
+def test_a_switch_turns_itself_off_after_its_time(faulty):
+    switch_on(faulty, "readiness", **{"for": 1})
+    assert faulty.get("/probe/readiness").status_code == 503
+    wait_for(lambda: faulty.get("/probe/readiness").status_code == 200, timeout=5)
+    assert all_off(faulty)
+
+
+def test_errors_fail_that_share_of_api_answers_before_anything_is_counted(faulty):
+    switch_on(faulty, "errors", ratio=1, status=503)
+    for method in ("get", "post", "delete"):
+        response = getattr(faulty, method)("/", headers=KEY)
+        assert response.status_code == 503
+        assert response.headers["Retry-After"] == "1"
+        assert "errors switch" in response.get_json()["error"]
+    # Probes, metrics, the page and the switches themselves are not the API.
+    assert faulty.get("/probe/readiness").status_code == 200
+    assert faulty.get("/probe/liveness").status_code == 200
+    assert faulty.get("/metrics").status_code == 200
+    assert faulty.get("/", headers=BROWSER).status_code == 200
+    assert faulty.get("/api/status").status_code == 200
+    faulty.delete("/faults/errors", headers=KEY)
+    assert faulty.get("/").get_json() == {"count": 0}, "no failed POST counted"
+
+    switch_on(faulty, "errors", ratio=0.5)  # status 500 by default
+    statuses = [faulty.post("/").status_code for _ in range(400)]
+    assert set(statuses) == {200, 500}
+    assert 120 < statuses.count(500) < 280  # 200 expected; outside is ~1 in 10^11
+    faulty.delete("/faults/errors", headers=KEY)
+    assert faulty.get("/").get_json() == {"count": statuses.count(200)}
+
+
+def test_latency_delays_the_api_and_nothing_else(faulty):
+    switch_on(faulty, "latency", ms=1500)
+    started = time.monotonic()
+    assert faulty.post("/").status_code == 200
+    assert time.monotonic() - started >= 1.5
+    for path in ("/probe/readiness", "/probe/liveness", "/metrics", "/faults", "/api/status"):
+        started = time.monotonic()
+        assert faulty.get(path).status_code == 200
+        assert time.monotonic() - started < 1, f"{path} waited for the latency switch"
+    metrics = faulty.get("/metrics").get_data(as_text=True)
+    seconds = re.search(
+        r'http_request_duration_seconds_sum\{method="POST",route="/"\} (\S+)', metrics
+    )
+    assert float(seconds.group(1)) >= 1.5, "the added latency is what the histogram sees"
+
+
+def test_every_change_is_counted_and_each_switch_shown_in_metrics(faulty):
+    switch_on(faulty, "latency", ms=5)
+    switch_on(faulty, "latency", ms=10)
+    faulty.delete("/faults/latency", headers=KEY)
+    switch_on(faulty, "readiness")
+    metrics = faulty.get("/metrics").get_data(as_text=True)
+    assert 'faults_changes_total{action="on",switch="latency"} 2.0' in metrics
+    assert 'faults_changes_total{action="off",switch="latency"} 1.0' in metrics
+    assert 'faults_on{switch="readiness"} 1.0' in metrics
+    assert 'faults_on{switch="latency"} 0.0' in metrics
+
+
+def test_the_page_status_shows_the_switches_of_the_pod_that_answered(faulty, client):
+    switch_on(faulty, "errors", ratio=0.25, status=503)
+    app_tier = faulty.get("/api/status").get_json()["tiers"]["app"]
+    assert app_tier["faults"]["errors"]["on"] is True
+    assert app_tier["faults"]["errors"]["ratio"] == 0.25
+    assert client.get("/api/status").get_json()["tiers"]["app"]["faults"] is None
+
+
+# -- under gunicorn: every worker obeys, a hang holds only the probe, the CPU burner
+
+
+def put(server: Server, switch: str, **settings) -> requests.Response:
+    return requests.put(f"{server.url}/faults/{switch}", json=settings, headers=KEY, timeout=5)
+
+
+def pid_answering(server: Server) -> tuple[int, dict]:
+    # A connection each (Connection: close): the kernel hands them to either worker.
+    status = requests.get(
+        server.url + "/api/status", headers={"Connection": "close"}, timeout=5
+    ).json()["tiers"]["app"]
+    return status["pid"], status["faults"]
+
+
+@pytest.fixture
+def two_workers(redis_url):
+    server = Server(
+        redis_url, FAULTS_ENABLED="true", WEB_CONCURRENCY="2", DRAIN_DELAY="0", LOG_FORMAT="json"
+    ).wait_ready()
+    yield server
+    server.stop()
+
+
+def test_a_switch_turned_on_through_one_worker_holds_in_every_worker(two_workers):
+    assert put(two_workers, "readiness").status_code == 200
+    seen: dict[int, dict] = {}
+    wait_for(
+        lambda: len(seen.update([pid_answering(two_workers)]) or seen) == 2,
+        what="both workers to answer",
+    )
+    assert all(faults["readiness"]["on"] for faults in seen.values()), seen
+    for _ in range(10):
+        readiness = requests.get(
+            two_workers.url + "/probe/readiness", headers={"Connection": "close"}, timeout=5
+        )
+        assert readiness.status_code == 503
+    event = two_workers.events("fault_on")[0]
+    assert event["switch"] == "readiness"
+
+
+def test_a_hanging_liveness_holds_the_probe_only_until_switched_off(two_workers):
+    assert put(two_workers, "liveness", mode="hang").status_code == 200
+    with pytest.raises(requests.exceptions.Timeout):  # what the kubelet's probe sees
+        requests.get(two_workers.url + "/probe/liveness", timeout=1.5)
+    assert requests.get(two_workers.url + "/probe/readiness", timeout=1).status_code == 200
+    assert requests.post(two_workers.url + "/", timeout=1).status_code == 200
+    assert requests.delete(f"{two_workers.url}/faults/liveness", headers=KEY, timeout=5).ok
+    assert requests.get(two_workers.url + "/probe/liveness", timeout=1).status_code == 200
+
+
+def burners() -> list[int]:
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and b"microservices-cpu-burn" in (proc / "cmdline").read_bytes():
+                found.append(int(proc.name))
+        except OSError:
+            continue
+    return [pid for pid in found if pid != os.getpid()]
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def niceness(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[16])
+
+
+def test_cpu_burns_a_core_at_low_priority_while_the_pod_keeps_answering(two_workers):
+    assert burners() == []
+    assert put(two_workers, "cpu", **{"for": 60}).json()["on"] is True
+    wait_for(lambda: len(burners()) == 1, timeout=5, what="the burner to start")
+    (burner,) = burners()
+    wait_for(lambda: niceness(burner) == 19, timeout=5, what="the lowest priority")
+    before = cpu_seconds(burner)
+    time.sleep(1)
+    assert cpu_seconds(burner) - before > 0.3, "the burner burns"
+    for _ in range(5):  # the kubelet's default probe timeout is 1 s
+        assert requests.get(two_workers.url + "/probe/liveness", timeout=1).ok
+        assert requests.get(two_workers.url + "/probe/readiness", timeout=1).ok
+    # Turning it on again replaces the burner; off (through any worker) ends it.
+    assert put(two_workers, "cpu", **{"for": 60}).ok
+    wait_for(lambda: burners() not in ([], [burner]) and len(burners()) == 1, what="one new")
+    assert requests.delete(f"{two_workers.url}/faults/cpu", headers=KEY, timeout=5).ok
+    wait_for(lambda: burners() == [], timeout=5, what="the burner to end")
+
+
+def test_the_burner_ends_at_its_time_and_with_the_server(redis_url):
+    server = Server(redis_url, FAULTS_ENABLED="true", DRAIN_DELAY="0").wait_ready()
+    try:
+        assert put(server, "cpu", **{"for": 1}).ok
+        wait_for(lambda: len(burners()) == 1, timeout=5)
+        wait_for(lambda: burners() == [], timeout=5, what="the burner to end at its time")
+        assert put(server, "cpu", **{"for": 600}).ok
+        wait_for(lambda: len(burners()) == 1, timeout=5)
+    finally:
+        assert server.stop(signal.SIGTERM) == 0
+    wait_for(lambda: burners() == [], timeout=5, what="the burner to end with its worker")
