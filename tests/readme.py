@@ -43,11 +43,11 @@ def expected_pattern(comment: str) -> re.Pattern:
     return re.compile(regex, re.DOTALL)
 
 
-def run_try_it(base_url: str, api_key: str) -> list[tuple[str, str]]:
-    """Run the "Try it" block line by line against `base_url` (in place of localhost:8080)
-    with `api_key` (in place of dev-api-key); check each answer against its comment.
-    Returns (command, output) pairs."""
-    lines = block_after("Try it")
+def run_try_it(base_url: str, api_key: str, marker: str = "Try it") -> list[tuple[str, str]]:
+    """Run the "Try it" block (or the one after `marker`) line by line against `base_url` (in
+    place of localhost:8080) with `api_key` (in place of dev-api-key); check each answer
+    against its comment. Returns (command, output) pairs."""
+    lines = block_after(marker)
     prelude, commands = lines[0], lines[1:]
     assert prelude.startswith("api() {"), "the block starts by defining api"
     host = base_url.removeprefix("http://")

@@ -40,7 +40,11 @@ class Stack:
 
     def start_server(self) -> Server:
         return Server(
-            self.redis_url, port=self.port, REDIS_TIMEOUT="0.3", CLIENT_STALE_AFTER=STALE_AFTER
+            self.redis_url,
+            port=self.port,
+            REDIS_TIMEOUT="0.3",
+            CLIENT_STALE_AFTER=STALE_AFTER,
+            FAULTS_ENABLED="true",
         ).wait_ready()
 
     def start_worker(self, kind: str) -> Service:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 
+import requests
 from microservices_common.identity import version
 from microservices_server.store import CLIENTS_KEY
 from redis import Redis
@@ -35,6 +36,19 @@ def test_the_count_rises_and_every_tier_is_up(page):
     # The history: a line over 60 points (5-second steps over 5 minutes), drawn in SVG.
     points = page.find('[data-testid="chart"] .line').get_attribute("points").split()
     assert len(points) == 60
+
+
+def test_the_fault_switches_on_in_the_pod_show_in_the_app_tier(page, stack):
+    page.wait_status("app", "up")
+    wait_for(lambda: "faults on\nnone" in page.tier("app").text, what="no switch on")
+    switch = f"{stack.url}/faults/latency"
+    key = {"X-API-Key": "test-key"}
+    assert requests.put(switch, json={"ms": 5, "for": 120}, headers=key, timeout=5).ok
+    try:
+        wait_for(lambda: "latency 5 ms (1" in page.tier("app").text, what="the switch")
+    finally:
+        assert requests.delete(switch, headers=key, timeout=5).ok
+    wait_for(lambda: "faults on\nnone" in page.tier("app").text, what="the switch off")
 
 
 def test_only_the_server_is_asked_for_anything(page, browser, stack):

@@ -13,6 +13,7 @@ import pytest
 import requests
 
 from tests.conftest import API_KEY, make_app
+from tests.readme import run_try_it
 from tests.support import Server, wait_for
 
 KEY = {"X-API-Key": API_KEY}
@@ -328,3 +329,12 @@ def test_the_burner_ends_at_its_time_and_with_the_server(redis_url):
     finally:
         assert server.stop(signal.SIGTERM) == 0
     wait_for(lambda: burners() == [], timeout=5, what="the burner to end with its worker")
+
+
+def test_the_readmes_switch_commands_answer_as_it_says(redis_url):
+    server = Server(redis_url, FAULTS_ENABLED="true", DRAIN_DELAY="0").wait_ready()
+    try:
+        results = run_try_it(server.url, API_KEY, marker="Try the switches")
+    finally:
+        server.stop()
+    assert len(results) == 10

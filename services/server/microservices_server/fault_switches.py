@@ -23,8 +23,11 @@ MAX_SECONDS = 3600
 MAX_LATENCY_MS = 10_000
 LIVENESS_MODES = ("fail", "hang")  # stored as 0 and 1
 ERROR_STATUSES = (500, 503)
-# How often a hanging liveness probe looks whether its switch is still on.
+# How often a hanging liveness probe looks whether its switch is still on, and how long it
+# hangs at most: the kubelet gave up long before (timeoutSeconds), and under gthread each
+# hanging probe holds one of the worker's threads.
 HANG_POLL_SECONDS = 0.2
+HANG_MAX_SECONDS = 30
 # The burner: a separate process (a thread would hold the GIL the requests need), at the
 # lowest priority, ending at its time, when its worker is gone, or on SIGTERM (DELETE).
 BURNER_MARK = "microservices-cpu-burn"
@@ -54,10 +57,15 @@ class Faults:
         state = self.board.read("liveness")
         return LIVENESS_MODES[int(state.first)] if state.on else None
 
-    def hang_while_switched(self) -> None:
-        """Hold a liveness probe while the hang switch is on (it turns itself off in time)."""
+    def hang_while_switched(self) -> bool:
+        """Hold a liveness probe while the hang switch is on, HANG_MAX_SECONDS at most; True
+        if it is still on then."""
+        give_up = time.monotonic() + HANG_MAX_SECONDS
         while self.liveness_mode() == "hang":
+            if time.monotonic() >= give_up:
+                return True
             time.sleep(HANG_POLL_SECONDS)
+        return False
 
     # -- what /faults shows and changes
 

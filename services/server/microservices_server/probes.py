@@ -19,10 +19,11 @@ bp = Blueprint("probes", __name__, url_prefix="/probe")
 @bp.get("/liveness")
 def liveness():
     faults = runtime().faults
-    if faults is not None and (mode := faults.liveness_mode()) is not None:
-        if mode == "fail":
-            return {"status": "failing", "reason": "the liveness fault switch is on"}, 500
-        faults.hang_while_switched()  # no answer while it is on: the probe times out
+    mode = faults.liveness_mode() if faults is not None else None
+    # hang: no answer while the switch is on (the probe times out); a 500 if it outlasts the
+    # longest hang, so that a probe never reads "alive" while the switch is on
+    if mode == "fail" or (mode == "hang" and faults.hang_while_switched()):
+        return {"status": "failing", "reason": f"the liveness fault switch is on ({mode})"}, 500
     return {"status": "alive"}
 
 
