@@ -18,7 +18,6 @@ from flask import Flask
 
 from . import api, errors, faults, metrics, page, probes
 from .fault_board import FaultBoard, fault_board
-from .fault_switches import Faults
 from .lifecycle import DrainFlag, drain_flag
 from .seen import ClientsSeen
 from .settings import Settings
@@ -51,7 +50,9 @@ def create_app(
         draining=draining or drain_flag(),
         seen=ClientsSeen(store.record_seen),
         # Under gunicorn: the board the master made (shared with every worker).
-        faults=Faults(board or fault_board()) if settings.faults_enabled else None,
+        faults=faults.make_faults(board or fault_board(), app_metrics)
+        if settings.faults_enabled
+        else None,
     )
     errors.init_app(app)
     metrics.init_app(app, app_metrics)

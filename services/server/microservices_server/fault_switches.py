@@ -8,15 +8,17 @@ switch on or off (the cpu switch starts or stops its burner process).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
-import subprocess
+import subprocess  # noqa: S404 - the cpu switch starts its burner (start_burner)
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
-from .fault_board import SWITCHES, FaultBoard, SwitchState
+from .fault_board import OFF, SWITCHES, FaultBoard, SwitchState
 
 DEFAULT_SECONDS = 300
 MAX_SECONDS = 3600
@@ -24,31 +26,47 @@ MAX_LATENCY_MS = 10_000
 LIVENESS_MODES = ("fail", "hang")  # stored as 0 and 1
 ERROR_STATUSES = (500, 503)
 # How often a hanging liveness probe looks whether its switch is still on, and how long it
-# hangs at most: the kubelet gave up long before (timeoutSeconds), and under gthread each
-# hanging probe holds one of the worker's threads.
+# hangs at most: the kubelet gave up long before (timeoutSeconds is 1 to 2 s), and under
+# gthread each hanging probe holds one of the worker's threads.
 HANG_POLL_SECONDS = 0.2
-HANG_MAX_SECONDS = 30
+HANG_MAX_SECONDS = 10
 # The burner: a separate process (a thread would hold the GIL the requests need), at the
-# lowest priority, ending at its time, when its worker is gone, or on SIGTERM (DELETE).
+# lowest priority, ending at its time, when its worker is gone, or on SIGTERM (DELETE). Its
+# command line names the board it belongs to, so that a DELETE ends only a burner of this
+# pod's, never another process that got the same pid once the burner was gone.
 BURNER_MARK = "microservices-cpu-burn"
-BURNER = f"""
+BURNER = """
 import os, sys, time
 os.nice(19)
-end, parent = time.monotonic() + float(sys.argv[1]), os.getppid()
+end, parent = time.monotonic() + float(sys.argv[1]), int(sys.argv[2])
 while time.monotonic() < end and os.getppid() == parent:
     for _ in range(20000):
         pass
-# {BURNER_MARK}
 """
+
+# What happened to a switch, for the log and /metrics: on, off, or expired (its time ran out).
+Notify = Callable[[str, str, dict], None]
 
 
 class Faults:
-    """This pod's switches: what the probes and the API hooks ask, and what /faults changes."""
+    """This pod's switches: what the probes and the API hooks ask, and what /faults changes.
 
-    def __init__(self, board: FaultBoard) -> None:
+    `notify(switch, action, settings)` hears of every real change: "on" (also a switch
+    turned on again with new settings), "off" (a DELETE of a switch that was on) and
+    "expired" (noticed by the worker that turned it on, at its time)."""
+
+    def __init__(self, board: FaultBoard, notify: Notify | None = None) -> None:
         self.board = board
+        self.notify = notify or (lambda switch, action, settings: None)
+        self._timers: dict[str, threading.Timer] = {}  # this process's expiry watches
 
-    # -- what the probes and the API ask (cheap: a read of shared memory, no lock)
+    # -- what the probes, the API hooks and /metrics ask (a read of shared memory, no lock)
+
+    def state(self, switch: str) -> SwitchState:
+        state = self.board.read(switch)
+        if switch == "cpu" and state.on and not burner_alive(self.board, state):
+            return OFF  # its burner ended with the worker that started it
+        return state
 
     def readiness_failing(self) -> bool:
         return self.board.read("readiness").on
@@ -57,12 +75,12 @@ class Faults:
         state = self.board.read("liveness")
         return LIVENESS_MODES[int(state.first)] if state.on else None
 
-    def hang_while_switched(self) -> bool:
-        """Hold a liveness probe while the hang switch is on, HANG_MAX_SECONDS at most; True
-        if it is still on then."""
+    def hang_while_switched(self, stopping: Callable[[], bool]) -> bool:
+        """Hold a liveness probe while the hang switch is on, HANG_MAX_SECONDS at most and
+        not past the start of a shutdown (which must not wait for it); True if still on."""
         give_up = time.monotonic() + HANG_MAX_SECONDS
         while self.liveness_mode() == "hang":
-            if time.monotonic() >= give_up:
+            if time.monotonic() >= give_up or stopping():
                 return True
             time.sleep(HANG_POLL_SECONDS)
         return False
@@ -70,7 +88,7 @@ class Faults:
     # -- what /faults shows and changes
 
     def describe(self, switch: str) -> dict:
-        state = self.board.read(switch)
+        state = self.state(switch)
         if not state.on:
             return {"on": False}
         return {"on": True, **_parameters(switch, state), "seconds_left": _left(state)}
@@ -79,17 +97,45 @@ class Faults:
         return {switch: self.describe(switch) for switch in SWITCHES}
 
     def switch_on(self, switch: str, settings: dict) -> None:
-        seconds = settings.pop("for")
+        seconds = settings["for"]
         first, second = _encode(switch, settings)
         if switch == "cpu":
-            stop_burner(self.board.read("cpu"))
-            first = start_burner(seconds)
-        self.board.write(switch, seconds, first, second)
+            first = start_burner(self.board, seconds)
+        try:
+            before = self.board.swap(switch, seconds, first, second)
+        except BaseException:
+            if switch == "cpu":
+                stop_burner(self.board, SwitchState(True, first=first))
+            raise
+        if switch == "cpu":
+            stop_burner(self.board, before)  # the one this replaces, whichever worker's
+        self._watch_expiry(switch, settings)
+        self.notify(switch, "on", settings)
 
     def switch_off(self, switch: str) -> None:
+        before = self.board.swap(switch, 0)
         if switch == "cpu":
-            stop_burner(self.board.read("cpu"))
-        self.board.write(switch, 0)
+            stop_burner(self.board, before)
+        self._watch_expiry(switch, None)
+        if before.on:
+            self.notify(switch, "off", {})
+
+    def _watch_expiry(self, switch: str, settings: dict | None) -> None:
+        """At the switch's time, say that it expired, unless it was changed meanwhile."""
+        old = self._timers.pop(switch, None)
+        if old is not None:
+            old.cancel()
+        if settings is None:
+            return
+        until = self.board.read(switch).until
+
+        def expired() -> None:
+            if self.board.until(switch) == until <= time.monotonic():
+                self.notify(switch, "expired", settings)
+
+        timer = self._timers[switch] = threading.Timer(settings["for"] + 0.05, expired)
+        timer.daemon = True
+        timer.start()
 
 
 def _left(state: SwitchState) -> float:
@@ -119,9 +165,14 @@ def _encode(switch: str, settings: dict) -> tuple[float, float]:
 # -- the CPU burner
 
 
-def start_burner(seconds: float) -> int:
+def _owner(board: FaultBoard) -> str:
+    return f"{BURNER_MARK}-{board.owner}"
+
+
+def start_burner(board: FaultBoard, seconds: float) -> float:
     burner = subprocess.Popen(  # noqa: S603 - our own interpreter and code, no input
-        [sys.executable, "-c", BURNER, str(seconds)],
+        # The worker's pid given, not read by the burner: the worker may be gone by then.
+        [sys.executable, "-c", BURNER, str(seconds), str(os.getpid()), _owner(board)],
         stdin=subprocess.DEVNULL,
         close_fds=True,
     )
@@ -130,14 +181,17 @@ def start_burner(seconds: float) -> int:
     return float(burner.pid)
 
 
-def stop_burner(state: SwitchState) -> None:
-    """End the burner the switch names, whichever worker started it, if it is still ours:
-    a process id is reused once its process is gone, so its command line must say so."""
-    if not state.on:
-        return
-    pid = int(state.first)
+def burner_alive(board: FaultBoard, state: SwitchState) -> bool:
+    """Whether the burner the switch names runs, and is this pod's."""
     try:
-        if BURNER_MARK.encode() in Path(f"/proc/{pid}/cmdline").read_bytes():
-            os.kill(pid, signal.SIGTERM)
-    except (OSError, ValueError):  # gone already, or no /proc (then it ends at its time)
-        pass
+        arguments = Path(f"/proc/{int(state.first)}/cmdline").read_bytes().split(b"\0")
+    except OSError:  # gone (or no /proc: then it ends at its time)
+        return False
+    return _owner(board).encode() in arguments
+
+
+def stop_burner(board: FaultBoard, state: SwitchState) -> None:
+    """End the burner a switch named, whichever worker started it, if it is still ours."""
+    if state.on and burner_alive(board, state):
+        with contextlib.suppress(OSError):  # ended meanwhile
+            os.kill(int(state.first), signal.SIGTERM)

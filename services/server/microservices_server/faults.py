@@ -30,7 +30,7 @@ import logging
 import random
 import time
 
-from flask import Blueprint, Flask, request
+from flask import Blueprint, Flask, Response, request
 from microservices_common.identity import hostname
 from microservices_common.logs import log_event
 from prometheus_client.core import GaugeMetricFamily
@@ -38,36 +38,50 @@ from prometheus_client.core import GaugeMetricFamily
 from . import page
 from .api import request_body, require_api_key
 from .errors import ApiError
-from .fault_board import SWITCHES, FaultBoard
+from .fault_board import OFF, SWITCHES, FaultBoard, SwitchState
 from .fault_switches import (
     DEFAULT_SECONDS,
     ERROR_STATUSES,
     LIVENESS_MODES,
     MAX_LATENCY_MS,
     MAX_SECONDS,
+    Faults,
 )
+from .metrics import Metrics
 from .state import runtime
 
 log = logging.getLogger("server")
 bp = Blueprint("faults", __name__, url_prefix="/faults")
 
-# -- the request's side: latency and errors on the API
+# -- the request's side: errors and latency on the API
+
+
+def api_switches() -> tuple[SwitchState, SwitchState]:
+    """(errors, latency) for this request: both off for what is not the API."""
+    board = runtime().faults.board
+    errors, latency = board.read("errors"), board.read("latency")
+    if (errors.on or latency.on) and request.method == "GET" and page.wants_page():
+        return OFF, OFF  # the live page is how a learner watches; it is not the API
+    return errors, latency
 
 
 def before_api_request():
-    """Run before each API view: wait, or fail, as the switches say."""
-    faults = runtime().faults
-    latency, errors = faults.board.read("latency"), faults.board.read("errors")
-    if not (latency.on or errors.on):
-        return
-    if request.method == "GET" and page.wants_page():
-        return  # the live page is how a learner watches; it is not the API
-    if latency.on:
-        time.sleep(latency.first / 1000)
+    """Before each API view: fail, as the errors switch says (nothing is done)."""
+    errors, _ = api_switches()
     if errors.on and random.random() < errors.first:  # noqa: S311 - not for security
         status = int(errors.second)
         headers = {"Retry-After": "1"} if status == 503 else {}
         raise ApiError(status, f"fault injected by the errors switch on {hostname()}", headers)
+
+
+def after_api_request(response: Response) -> Response:
+    """After each API view, before its answer goes: wait, as the latency switch says. After
+    the view, not before: the body is read within BODY_TIMEOUT of the head however long the
+    wait, and the requests a wait holds do not all reach Redis at the same moment after it."""
+    _, latency = api_switches()
+    if latency.on:
+        time.sleep(latency.first / 1000)
+    return response
 
 
 # -- /faults
@@ -95,20 +109,8 @@ def put_switch(switch: str):
     switch = switch_name(switch)
     require_api_key("the fault switches are disabled")
     settings = parse_settings(switch, request_body(request, state.settings.max_body_bytes))
-    seconds = settings["for"]
-    state.faults.switch_on(switch, dict(settings))
-    state.metrics.fault_changed(switch, "on")
-    shown = state.faults.describe(switch)
-    details = " ".join(f"{key}={value}" for key, value in settings.items() if key != "for")
-    log_event(
-        log,
-        "fault_on",
-        f"fault switch {switch} on for {seconds:g} s {details}".rstrip(),
-        logging.WARNING,
-        switch=switch,
-        **settings,
-    )
-    return shown
+    state.faults.switch_on(switch, settings)
+    return state.faults.describe(switch)
 
 
 @bp.delete("/<switch>")
@@ -117,9 +119,25 @@ def delete_switch(switch: str):
     switch = switch_name(switch)
     require_api_key("the fault switches are disabled")
     state.faults.switch_off(switch)
-    state.metrics.fault_changed(switch, "off")
-    log_event(log, "fault_off", f"fault switch {switch} off", logging.WARNING, switch=switch)
     return state.faults.describe(switch)
+
+
+def make_faults(board: FaultBoard, metrics: Metrics) -> Faults:
+    """The switches, each change logged (one line, its settings as fields) and counted."""
+
+    def notify(switch: str, action: str, settings: dict) -> None:
+        metrics.fault_changed(switch, action)
+        details = " ".join(f"{key}={value}" for key, value in settings.items() if key != "for")
+        message = {
+            "on": f"fault switch {switch} on for {settings.get('for', 0):g} s {details}",
+            "off": f"fault switch {switch} off",
+            "expired": f"fault switch {switch} off: its time ran out",
+        }[action]
+        log_event(
+            log, f"fault_{action}", message.rstrip(), logging.WARNING, switch=switch, **settings
+        )
+
+    return Faults(board, notify)
 
 
 # -- the body of a PUT
@@ -160,7 +178,7 @@ def parse_settings(switch: str, body: bytes) -> dict:
     elif switch == "errors":
         settings["ratio"] = _number(given, "ratio", 0, 1)
         status = given.get("status", 500)
-        if isinstance(status, bool) or status not in ERROR_STATUSES:
+        if type(status) is not int or status not in ERROR_STATUSES:
             raise ApiError(400, "status: must be 500 or 503")
         settings["status"] = status
     return settings
@@ -174,10 +192,10 @@ def _number(
     default: float | None = None,
     integer: bool = False,
 ) -> float:
+    if field not in given and default is None:
+        raise ApiError(400, f"{field}: required")
     value = given.get(field, default)
     kinds = (int,) if integer else (int, float)
-    if value is None:
-        raise ApiError(400, f"{field}: required")
     if isinstance(value, bool) or not isinstance(value, kinds) or not low <= value <= high:
         kind = "an integer" if integer else "a number"
         raise ApiError(400, f"{field}: must be {kind} from {low:g} to {high:g}")
@@ -188,15 +206,15 @@ class SwitchesCollector:
     """faults_on{switch}: 1 while a switch is on in this pod, read from the board at each
     scrape (every worker answers alike)."""
 
-    def __init__(self, board: FaultBoard) -> None:
-        self.board = board
+    def __init__(self, faults: Faults) -> None:
+        self.faults = faults
 
     def collect(self):
         gauge = GaugeMetricFamily(
             "faults_on", "Fault switches on in this pod (1) or off (0).", labels=["switch"]
         )
         for switch in SWITCHES:
-            gauge.add_metric([switch], 1.0 if self.board.read(switch).on else 0.0)
+            gauge.add_metric([switch], 1.0 if self.faults.state(switch).on else 0.0)
         yield gauge
 
 
@@ -206,5 +224,6 @@ def init_app(app: Flask) -> None:
     the switches in /metrics."""
     state = runtime(app)
     app.before_request_funcs.setdefault("api", []).append(before_api_request)
+    app.after_request_funcs.setdefault("api", []).append(after_api_request)
     app.register_blueprint(bp)
-    state.metrics.add_collector(SwitchesCollector(state.faults.board))
+    state.metrics.add_collector(SwitchesCollector(state.faults))

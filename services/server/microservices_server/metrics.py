@@ -24,6 +24,10 @@ from prometheus_client import (
 
 from .lifecycle import MULTIPROC_ENV
 
+# What redis_errors_total counts by: the API's calls (api.py), readiness' PING (probes.py),
+# the page's status read (page.py), and WAIT for replicas (api.py, with REDIS_WAIT_REPLICAS).
+REDIS_OPERATIONS = ("get", "increment", "reset", "ping", "status", "wait")
+
 
 class Metrics:
     def __init__(self) -> None:
@@ -55,6 +59,10 @@ class Metrics:
             ["operation"],
             registry=self.registry,
         )
+        # Each operation's series from the start, at 0: a series born at its first error
+        # starts at that value, and rate() or increase() would never see the burst.
+        for operation in REDIS_OPERATIONS:
+            self.redis_errors.labels(operation)
 
         # The labelled children, made once per label set: .labels() hashes and locks on
         # every call, and the request path needs only the child's inc() and observe().

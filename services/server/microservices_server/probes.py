@@ -18,11 +18,12 @@ bp = Blueprint("probes", __name__, url_prefix="/probe")
 
 @bp.get("/liveness")
 def liveness():
-    faults = runtime().faults
+    state = runtime()
+    faults = state.faults
     mode = faults.liveness_mode() if faults is not None else None
     # hang: no answer while the switch is on (the probe times out); a 500 if it outlasts the
-    # longest hang, so that a probe never reads "alive" while the switch is on
-    if mode == "fail" or (mode == "hang" and faults.hang_while_switched()):
+    # longest hang or the shutdown begins, so that a probe never reads "alive" while it is on
+    if mode == "fail" or (mode == "hang" and faults.hang_while_switched(state.draining.is_set)):
         return {"status": "failing", "reason": f"the liveness fault switch is on ({mode})"}, 500
     return {"status": "alive"}
 
