@@ -140,6 +140,28 @@ def test_redis_password_is_not_on_the_command_line(compose):
     assert "e2e-redis-password" not in json.dumps(state["Config"]["Cmd"])
 
 
+def health(compose: ComposeBackend, component: str) -> str:
+    return compose.container(component)["State"]["Health"]["Status"]
+
+
+def test_the_readiness_switch_fails_the_servers_healthcheck_until_turned_off(compose):
+    """Compose runs the server with its fault switches on (FAULTS_ENABLED): the readiness
+    switch fails the healthcheck, which asks /probe/readiness, while the server still serves
+    (what takes a pod out of a Service in k8s/22-probes-in-action); turned off, it heals."""
+    key = {"X-API-Key": compose.api_key}
+    switch = compose.server_url + "/faults/readiness"
+    assert health(compose, "server") == "healthy"
+    on = requests.put(switch, json={"for": 120}, headers=key, timeout=5)
+    assert on.status_code == 200 and on.json()["on"] is True, on.text
+    try:
+        wait_for(lambda: health(compose, "server") == "unhealthy", 60, interval=1, what="unhealthy")
+        assert requests.get(compose.server_url + "/", timeout=5).status_code == 200
+    finally:
+        off = requests.delete(switch, headers=key, timeout=5)
+    assert off.json() == {"on": False}
+    wait_for(lambda: health(compose, "server") == "healthy", 60, interval=1, what="healthy again")
+
+
 def test_a_browser_gets_the_page_through_the_published_port(compose):
     page = requests.get(compose.server_url + "/", headers={"Accept": "text/html"}, timeout=5)
     assert page.status_code == 200

@@ -5,6 +5,7 @@ problems as sentences, none when the claim holds."""
 from __future__ import annotations
 
 import copy
+import json
 import re
 import shlex
 from pathlib import Path
@@ -12,7 +13,14 @@ from urllib.parse import urlsplit
 
 import yaml
 
-from tests.manifests.hardening import env, is_redis, mount_for, prestop_seconds, running
+from tests.manifests.hardening import (
+    env,
+    is_redis,
+    k8s_bytes,
+    mount_for,
+    prestop_seconds,
+    running,
+)
 from tests.manifests.policies import KUBE_DNS, Endpoint, connects
 from tests.manifests.render import LESSONS, ROOT, lesson_objects
 from tests.manifests.rules import WORKLOADS, containers, pod_specs, selects
@@ -21,6 +29,7 @@ from tests.readme import split_comment
 LOOPBACK = {"localhost", "127.0.0.1", "::1"}
 CHANGE_CAUSE = "kubernetes.io/change-cause"
 NODE_PORTS = range(30000, 32768)
+DEFAULT_SCALE_DOWN_WINDOW = 300  # seconds, an HPA's without `behavior`
 
 
 def named(objects: list[dict], kind: str, name: str, namespace: str | None = None) -> dict | None:
@@ -505,6 +514,9 @@ def option(words: list[str], *names: str) -> str | None:
     return None
 
 
+SLICE_SERVICE_LABEL = "kubernetes.io/service-name"
+
+
 def command_problems(where: str, words: list[str], objects: list[dict]) -> list[str]:
     namespaces = {o["metadata"]["name"] for o in objects if o["kind"] == "Namespace"}
     namespace = option(words, "-n", "--namespace") or "default"
@@ -544,6 +556,12 @@ def command_problems(where: str, words: list[str], objects: list[dict]) -> list[
     labels = option(words, "-l", "--selector")
     if labels and "=" in labels:
         selector = dict(pair.split("=", 1) for pair in labels.split(","))
+        if "endpointslices" in words:
+            # The EndpointSlice controller labels each slice with its Service's name.
+            service = selector.get(SLICE_SERVICE_LABEL)
+            if service is None or named(objects, "Service", service, namespace) is None:
+                problems.append(f"{where}: -l {labels} selects no Service's slices in {namespace}")
+            return problems
         found = [pod for where_, pod, _ in pods(objects) if where_ == namespace]
         if not any(selects(selector, pod) for pod in found):
             problems.append(f"{where}: -l {labels} selects no pod in {namespace}")
@@ -760,4 +778,157 @@ def kind_config_problems(where: str, config: dict, workers: int = 2) -> list[str
     for index, node in enumerate(nodes):
         if not DIGEST.search(node.get("image", "")):
             problems.append(f"{where}: node {index}'s image is not pinned by digest")
+    return problems
+
+
+# 22 to 24: the fault switches, thrown with curl from the README, as the server takes them.
+
+FAULT_PATH = re.compile(r"/faults/([^/\s?]+)")
+SECRET_READ = re.compile(r"get secret (\S+) -o jsonpath='\{\.data\.([\w.-]+)\}'")
+
+
+def fault_calls(lesson: str) -> list[tuple[str, str, str, list[str]]]:
+    """(line, method, switch, curl's words) of each curl to /faults/<switch> in the README."""
+    calls = []
+    for line in sh_lines(ROOT / "k8s" / lesson / "README.md"):
+        command, _ = split_comment(line)
+        match = FAULT_PATH.search(command)
+        if not command.startswith("curl ") or not match:
+            continue
+        words = shlex.split(command)
+        method = option(words, "-X", "--request") or ("POST" if option(words, "-d") else "GET")
+        calls.append((line, method, match[1], words))
+    return calls
+
+
+def headers(words: list[str]) -> dict[str, str]:
+    found = {}
+    for flag, value in zip(words, words[1:], strict=False):
+        if flag in ("-H", "--header"):
+            name, _, text = value.partition(":")
+            found[name.strip().lower()] = text.strip()
+    return found
+
+
+def fault_call_problems(lesson: str, objects: list[dict], check_body) -> list[str]:
+    """Each curl that changes a switch carries the key the lesson's server is given (read from
+    the Secret it comes from) and, with a body, says it is JSON; each body is one the server
+    takes for that switch: check_body(switch, body) returns the server's complaint, or None."""
+    problems = []
+    calls = fault_calls(lesson)
+    if not calls:
+        return [f"{lesson}: its README throws no fault switch"]
+    text = (ROOT / "k8s" / lesson / "README.md").read_text()
+    read = set(SECRET_READ.findall(text))
+    keys = {
+        (ref["name"], ref["key"])
+        for _, _, spec in pod_specs(objects)
+        for c in spec["containers"]
+        for e in c.get("env", [])
+        if e["name"] == "API_KEY" and (ref := e.get("valueFrom", {}).get("secretKeyRef"))
+    }
+    if not keys & read:
+        problems.append(f"{lesson}: the README reads no Secret key the server's API_KEY is from")
+    for name, key in keys:
+        secret = named(objects, "Secret", name)
+        if secret is None or key not in {**secret.get("data", {}), **secret.get("stringData", {})}:
+            problems.append(f"{lesson}: the server's API_KEY is from {name}/{key}, not here")
+    for line, method, switch, words in calls:
+        sent = headers(words)
+        if method in ("PUT", "DELETE") and not sent.get("x-api-key"):
+            problems.append(f"{lesson}: {line.strip()[:60]!r} sends no X-API-Key (a 401)")
+        body = option(words, "-d", "--data")
+        if body is not None and sent.get("content-type") != "application/json":
+            problems.append(f"{lesson}: {line.strip()[:60]!r} sends a body not said to be JSON")
+        if method == "PUT" and (complaint := check_body(switch, body or "")):
+            problems.append(f"{lesson}: {line.strip()[:60]!r}: the server says {complaint}")
+    return problems
+
+
+def switch_seconds(lesson: str, switch: str, default: float) -> list[float]:
+    """The "for" of each PUT of `switch` in the README (`default`, the server's, if none)."""
+    seconds = []
+    for _, method, name, words in fault_calls(lesson):
+        if method == "PUT" and name == switch:
+            body = json.loads(option(words, "-d", "--data") or "{}")
+            seconds.append(float(body.get("for", default)))
+    return seconds
+
+
+def probed_server_problems(where: str, deployment: dict) -> list[str]:
+    """22: servers enough that one can leave the Service while the others serve, each probed
+    on the paths the switches fail."""
+    problems = []
+    if deployment["spec"].get("replicas", 1) < 2:
+        problems.append(f"{where}: one server: taking it out of the Service empties it")
+    for c in template_spec(deployment)["containers"]:
+        for probe, path in (
+            ("readinessProbe", "/probe/readiness"),
+            ("livenessProbe", "/probe/liveness"),
+        ):
+            if c.get(probe, {}).get("httpGet", {}).get("path") != path:
+                problems.append(f"{where}: {c['name']}'s {probe} does not ask {path}")
+    return problems
+
+
+def cpu_scaling_problems(lesson: str, objects: list[dict]) -> list[str]:
+    """23: an HPA on the server's CPU utilisation, the CPU request and limit it is computed from
+    and capped by, and the README's numbers as the manifests make them: the burning pod at
+    limit/request of its request, the stabilization window it waits before scaling in."""
+    text = (ROOT / "k8s" / lesson / "README.md").read_text()
+    hpas = [o for o in objects if o["kind"] == "HorizontalPodAutoscaler"]
+    if len(hpas) != 1:
+        return [f"{lesson}: {len(hpas)} HPAs, not one"]
+    [hpa] = hpas
+    target = named(objects, "Deployment", hpa["spec"]["scaleTargetRef"]["name"])
+    resources = [m.get("resource", {}) for m in hpa["spec"]["metrics"]]
+    problems = []
+    if not any(r.get("name") == "cpu" and r["target"]["type"] == "Utilization" for r in resources):
+        problems.append(f"{lesson}: the HPA does not scale on CPU utilisation")
+    if target is None:
+        return [*problems, f"{lesson}: the HPA scales no Deployment of the lesson"]
+    server = container(template_spec(target), "server")
+    limits = server.get("resources", {}).get("limits", {})
+    requests = server.get("resources", {}).get("requests", {})
+    if "cpu" not in limits or "cpu" not in requests:
+        return [*problems, f"{lesson}: the server needs a CPU request and limit"]
+    share = round(100 * k8s_bytes(limits["cpu"]) / k8s_bytes(requests["cpu"]))
+    if f"{share}%" not in text:
+        problems.append(f"{lesson}: the README never says a burning pod is at {share}%")
+    window = hpa["spec"].get("behavior", {}).get("scaleDown", {}).get("stabilizationWindowSeconds")
+    if window is None or not window < DEFAULT_SCALE_DOWN_WINDOW:
+        problems.append(f"{lesson}: the scale-down window is not shortened from 300 s")
+    elif f"during the last {window} s" not in text:
+        problems.append(f"{lesson}: the README does not say the window is {window} s")
+    return problems
+
+
+# Lesson 24: how long the stall stays visible after the deadline is reported.
+STALL_SEEN_MARGIN = 120
+
+
+def stalled_rollout_problems(
+    where: str, deployment: dict, readiness_seconds: list[float]
+) -> list[str]:
+    """24: a rollout gated by readiness, a minReadySeconds long enough to throw the switch in,
+    a deadline beyond it, and a switch that outlasts the deadline: the stall must be reported
+    before the switch turns itself off and the rollout heals. The deadline counts from the last
+    progress, the new pod turning Ready, which comes before the switch is thrown; the margin
+    is for the controller to notice and the reader to look."""
+    spec = deployment["spec"]
+    ready, deadline = spec.get("minReadySeconds", 0), spec.get("progressDeadlineSeconds", 600)
+    problems = rolling_update_problems(where, deployment)
+    if ready < 30:
+        problems.append(f"{where}: minReadySeconds {ready}: no time to switch the new pod off")
+    if not deadline > ready:
+        problems.append(f"{where}: progressDeadlineSeconds {deadline} <= minReadySeconds")
+    if not readiness_seconds:
+        problems.append(f"{where}: no readiness switch thrown")
+    for seconds in readiness_seconds:
+        if not seconds >= deadline + STALL_SEEN_MARGIN:
+            problems.append(
+                f"{where}: the readiness switch ({seconds:g} s) ends before the deadline is "
+                f"reported and seen ({deadline} s after the pod turned Ready, + "
+                f"{STALL_SEEN_MARGIN} s): the rollout would heal unseen"
+            )
     return problems

@@ -123,6 +123,10 @@ def test_every_kubectl_command_of_a_readme_names_what_the_lessons_create(readme)
         ("kubectl apply -f k8s/15-sidecar/9-missing.yaml", "does not exist"),
         ("kubectl -n sidecar get pods -l tier=apps", "selects no pod"),
         (
+            "kubectl -n probes-in-action get endpointslices -l kubernetes.io/service-name=app",
+            "selects no Service's slices",
+        ),
+        (
             "get() { kubectl -n ambassador exec deploy/app -- python -c 'x' \"$1\"; }",
             "Deployment app",
         ),

@@ -46,8 +46,8 @@ def test_validation_catches_a_typo(rendered):
 
 
 def test_the_lessons_are_numbered_in_order():
-    assert len(LESSONS) == 21
-    assert [int(name.split("-")[0]) for name in LESSONS] == list(range(1, 22))
+    assert len(LESSONS) == 24
+    assert [int(name.split("-")[0]) for name in LESSONS] == list(range(1, 25))
     readme = (ROOT / "k8s/README.md").read_text()
     for lesson in LESSONS:
         assert lesson in readme
