@@ -44,7 +44,9 @@ class ComposeBackend:
     features = frozenset({"persistence"})  # AOF on a named volume, see docker-compose.yml
     chosen = False  # one configuration, CI's: it must offer every scenario what it needs
 
-    def __init__(self, project: str | None = None):
+    def __init__(self, project: str | None = None, files: tuple[str, ...] = ()):
+        # Compose files other than docker-compose.yml alone (the HA variant adds its own).
+        self.files = [arg for file in files for arg in ("-f", file)]
         # E2E_COMPOSE_PROJECT lets two checkouts run the suite side by side (with TAG set
         # apart too, so that their images do not overwrite each other).
         self.project = project or os.environ.get("E2E_COMPOSE_PROJECT", "microservices-e2e")
@@ -60,7 +62,8 @@ class ComposeBackend:
         }
 
     def compose(self, *args: str, timeout: float = 900) -> str:
-        return run(["docker", "compose", "-p", self.project, *args], env=self.env, timeout=timeout)
+        argv = ["docker", "compose", "-p", self.project, *self.files, *args]
+        return run(argv, env=self.env, timeout=timeout)
 
     def start(self) -> None:
         self.compose("up", "--build", "--detach", "--wait", "--wait-timeout", "180")

@@ -18,7 +18,9 @@ from gevent.monkey import get_original, is_module_patched
 from redis.backoff import NoBackoff
 from redis.exceptions import NoScriptError
 from redis.retry import Retry
+from redis.sentinel import SentinelManagedConnection
 
+from .sentinel import sentinel_class
 from .settings import Settings
 
 # One hash tag, {microservices}, for every key: Redis Cluster puts them in one slot, so the
@@ -76,6 +78,10 @@ local at = now()
 if KEYS[4] then
   local recorded = redis.call('GET', KEYS[4])
   if recorded then
+    -- Written again as it is: a WAIT after this script then also covers the record, which
+    -- an earlier request wrote and which may not have reached the replicas yet (WAIT counts
+    -- only its own connection's writes). pcall: a replay must not fail on a full Redis.
+    redis.pcall('SET', KEYS[4], recorded, 'KEEPTTL')
     seen(KEYS[2], ARGV[3], tonumber(ARGV[4]), at)
     local sep = string.find(recorded, ':', 1, true)
     return {string.sub(recorded, sep + 1), 1, string.sub(recorded, 1, sep - 1)}
@@ -113,8 +119,8 @@ def _give_way() -> None:
         gevent.sleep(0)
 
 
-class Connection(redis.Connection):
-    """redis-py's TCP connection, checked more cheaply when the pool hands it out.
+class CheapCheck:
+    """A redis-py TCP connection, checked more cheaply when the pool hands it out.
 
     Before every command the pool asks can_read() of the connection it picked: bytes (or an
     end of file) waiting on an idle connection mean Redis closed it, or it holds a stale
@@ -144,22 +150,44 @@ class Connection(redis.Connection):
         return super().can_read(timeout)
 
 
+class Connection(CheapCheck, redis.Connection):
+    """redis-py's TCP connection to REDIS_URL, checked cheaply."""
+
+
+class SentinelConnection(CheapCheck, SentinelManagedConnection):
+    """A connection to the primary Sentinel names (REDIS_SENTINELS), checked cheaply."""
+
+
+class NotReplicated(Exception):
+    """The write was done on the primary, but fewer replicas than REDIS_WAIT_REPLICAS
+    confirmed it within REDIS_WAIT_TIMEOUT: a failover now could lose it, or it could survive.
+    The outcome is unknown, so the client must retry (with the same Idempotency-Key)."""
+
+    def __init__(self, confirmed: int, wanted: int, seconds: float):
+        super().__init__(
+            f"{confirmed} of {wanted} replica(s) confirmed the write within {seconds:g}s "
+            "(REDIS_WAIT_REPLICAS, REDIS_WAIT_TIMEOUT)"
+        )
+
+
 class Script:
     """A Lua script run by its SHA1 (EVALSHA), loaded again if Redis does not know it (a
     restart, a failover, SCRIPT FLUSH). redis-py's own Script does the same through two more
     layers of wrappers, 3 us more per call (41.6 against 38.9 us of CPU)."""
 
-    def __init__(self, client: redis.Redis, source: str) -> None:
+    def __init__(self, client: redis.Redis, source: str, run=None) -> None:
         self.client = client
         self.source = source
         self.sha = hashlib.sha1(source.encode(), usedforsecurity=False).hexdigest()
+        # How the EVALSHA is sent: as a plain command, or followed by a WAIT (a write).
+        self.run = run or client.execute_command
 
     def __call__(self, keys: list[str], args: list[object]):
         try:
-            return self.client.execute_command("EVALSHA", self.sha, len(keys), *keys, *args)
+            return self.run("EVALSHA", self.sha, len(keys), *keys, *args)
         except NoScriptError:
             self.client.execute_command("SCRIPT LOAD", self.source)
-            return self.client.execute_command("EVALSHA", self.sha, len(keys), *keys, *args)
+            return self.run("EVALSHA", self.sha, len(keys), *keys, *args)
 
 
 class CounterOverflow(Exception):
@@ -213,6 +241,8 @@ class Snapshot:
     history: dict[int, int]  # second -> increments counted in it
     server_version: str  # "Valkey 8.1.1" (or "Redis 7.4.2" on a Redis)
     server_uptime: int  # seconds
+    replication: dict  # INFO replication of the node answering: its role, replicas, offset
+    sentinels: dict | None = None  # what the sentinels say (sentinel_view), None without
 
 
 def server_version(info: dict) -> str:
@@ -223,30 +253,97 @@ def server_version(info: dict) -> str:
     return f"Redis {info.get('redis_version', '')}".strip()
 
 
+def primary_through_sentinels(settings: Settings, **options) -> redis.Redis:
+    """A client of the primary the sentinels name (REDIS_SENTINELS, REDIS_MASTER_NAME), with
+    REDIS_URL's database number and options. The sentinels get the same timeouts and the
+    data tier's password (one Secret for the tier: the shipped sentinels require it too)."""
+    from redis.connection import parse_url
+
+    url_options = parse_url(settings.redis_url)
+    url_options.pop("host", None)
+    url_options.pop("port", None)
+    if settings.redis_password is not None:
+        url_options["password"] = settings.redis_password
+    sentinel_options = {
+        "socket_timeout": settings.redis_timeout,
+        "socket_connect_timeout": settings.redis_timeout,
+        "retry": Retry(NoBackoff(), 0),
+    }
+    if settings.redis_password is not None:
+        sentinel_options["password"] = settings.redis_password
+    sentinels = sentinel_class()(list(settings.redis_sentinels), sentinel_kwargs=sentinel_options)
+    return sentinels.master_for(
+        settings.redis_master_name,
+        connection_class=SentinelConnection,
+        **{**url_options, **options},
+    )
+
+
 class CounterStore:
-    def __init__(self, client: redis.Redis, idempotency_ttl: int, clients_ttl: int = 120):
+    def __init__(
+        self,
+        client: redis.Redis,
+        idempotency_ttl: int,
+        clients_ttl: int = 120,
+        wait_replicas: int = 0,
+        wait_timeout: float = 0.5,
+    ):
         self.redis = client
         self.idempotency_ttl = idempotency_ttl
         self.clients_ttl = clients_ttl  # how long a client seen is remembered
+        self.wait_replicas = wait_replicas
+        self.wait_timeout = wait_timeout
         self._seen = Script(client, SEEN_SCRIPT)
-        self._increment = Script(client, INCREMENT_SCRIPT)
+        self._increment = Script(client, INCREMENT_SCRIPT, run=self._acknowledged)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> CounterStore:
-        # TLS (rediss://) and unix sockets keep redis-py's own connection classes.
-        plain_tcp = settings.redis_url.startswith("redis://")
-        client = redis.Redis.from_url(
-            settings.redis_url,
-            **({"connection_class": Connection} if plain_tcp else {}),
-            socket_timeout=settings.redis_timeout,
-            socket_connect_timeout=settings.redis_timeout,
+        options = {
+            "socket_timeout": settings.redis_timeout,
+            "socket_connect_timeout": settings.redis_timeout,
             # No hidden retries: the caller answers 503 at once and the client retries.
-            retry=Retry(NoBackoff(), 0),
-            health_check_interval=30,
+            "retry": Retry(NoBackoff(), 0),
+            "health_check_interval": 30,
+        }
+        if settings.redis_wait_replicas:
+            # A write's reply comes after its WAIT: the read may take the WAIT's time too.
+            options["socket_timeout"] += settings.redis_wait_timeout
+        if settings.redis_sentinels:
+            client = primary_through_sentinels(settings, **options)
+        else:
+            # TLS (rediss://) and unix sockets keep redis-py's own connection classes.
+            plain_tcp = settings.redis_url.startswith("redis://")
+            client = redis.Redis.from_url(
+                settings.redis_url,
+                **({"connection_class": Connection} if plain_tcp else {}),
+                **options,
+            )
+            if settings.redis_password is not None:
+                client.connection_pool.connection_kwargs["password"] = settings.redis_password
+        return cls(
+            client,
+            settings.idempotency_ttl,
+            settings.clients_ttl,
+            settings.redis_wait_replicas,
+            settings.redis_wait_timeout,
         )
-        if settings.redis_password is not None:
-            client.connection_pool.connection_kwargs["password"] = settings.redis_password
-        return cls(client, settings.idempotency_ttl, settings.clients_ttl)
+
+    def _acknowledged(self, *command):
+        """Run a write command; with REDIS_WAIT_REPLICAS, followed by WAIT in the same round
+        trip and on the same connection (WAIT counts the writes of its own connection only),
+        and NotReplicated unless enough replicas confirmed it in time."""
+        if not self.wait_replicas:
+            return self.redis.execute_command(*command)
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.execute_command(*command)
+        pipe.execute_command("WAIT", self.wait_replicas, max(1, round(self.wait_timeout * 1000)))
+        reply, confirmed = pipe.execute(raise_on_error=False)
+        for answer in (reply, confirmed):
+            if isinstance(answer, Exception):
+                raise answer
+        if confirmed < self.wait_replicas:
+            raise NotReplicated(confirmed, self.wait_replicas, self.wait_timeout)
+        return reply
 
     def get(self) -> int:
         """The count: one plain GET, which a paused primary or a read-only replica serves."""
@@ -281,20 +378,22 @@ class CounterStore:
         return Increment(int(count), bool(replayed), int(recorded))
 
     def snapshot(self) -> Snapshot:
-        """The count, the clients seen, the history and Redis' clock and version: one round
-        trip of read-only commands, however many pages ask."""
+        """The count, the clients seen, the history, Redis' clock, version and replication:
+        one round trip of read-only commands, however many pages ask (and one to a sentinel,
+        with REDIS_SENTINELS)."""
         pipe = self.redis.pipeline(transaction=False)
         pipe.get(COUNT_KEY)
         pipe.time()
         pipe.zrange(CLIENTS_KEY, 0, -1, desc=True, withscores=True)
         pipe.hgetall(HISTORY_KEY)
         pipe.info("server")
+        pipe.info("replication")
         # A count key of the wrong type fails only its own command: the rest is still shown.
         replies = pipe.execute(raise_on_error=False)
         for reply in replies[1:]:
             if isinstance(reply, Exception):
                 raise reply
-        count_reply, (seconds, micros), clients, history, info = replies
+        count_reply, (seconds, micros), clients, history, info, replication = replies
         try:
             count, count_error = count_of(count_reply), ""
         except CorruptCount as exc:
@@ -307,10 +406,33 @@ class CounterStore:
             history={int(second): int(n) for second, n in history.items()},
             server_version=server_version(info),
             server_uptime=int(info.get("uptime_in_seconds", 0)),
+            replication=replication,
+            sentinels=self.sentinel_view(),
         )
 
+    def sentinel_view(self) -> dict | None:
+        """What the first sentinel that answers says of the primary (SENTINEL MASTER): None
+        without REDIS_SENTINELS. A sentinel that cannot be reached is skipped."""
+        pool = self.redis.connection_pool
+        sentinels = getattr(pool, "sentinel_manager", None)
+        if sentinels is None:
+            return None
+        for sentinel in sentinels.sentinels:
+            try:
+                state = sentinel.sentinel_master(pool.service_name)
+            except redis.RedisError:
+                continue
+            return {
+                "primary": f"{state['ip']}:{state['port']}",
+                "flags": state["flags"],
+                "replicas": state["num-slaves"],
+                "sentinels": state["num-other-sentinels"] + 1,
+                "quorum": state["quorum"],
+            }
+        return {"error": "no sentinel answered"}
+
     def reset(self) -> int:
-        self.redis.set(COUNT_KEY, 0)
+        self._acknowledged("SET", COUNT_KEY, 0)
         return 0
 
     def ping(self) -> None:

@@ -1,0 +1,345 @@
+"""High availability against a real data tier: one primary, two replicas, three sentinels, each
+a container of the data tier's image on a network of their own (README, "High availability").
+
+The server runs in this process and reaches the containers at their addresses on that network
+(on Linux the host routes to a bridge network), which are the addresses the sentinels give.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+import docker
+import pytest
+import redis
+from microservices_server.app import create_app
+from microservices_server.settings import Settings
+from microservices_server.store import CounterStore, NotReplicated
+
+from tests.support import REDIS_IMAGE, Service, wait_for
+
+PASSWORD = "ha-test-password"
+MASTER = "mymaster"
+# Quicker than the shipped settings (README, "High availability"): a primary silent for 1 s
+# is down, and a failover that stalls is retried after 2 x 3 s.
+DOWN_AFTER_MS = 1000
+FAILOVER_TIMEOUT_MS = 3000
+
+
+class DataTier:
+    """The containers, started on `network`; `close()` removes every one and the network."""
+
+    def __init__(self) -> None:
+        self.docker = docker.from_env()
+        self.name = f"ha-test-{uuid.uuid4().hex[:8]}"
+        self.network = self.docker.networks.create(self.name)
+        self.nodes: list = []
+        self.sentinel_containers: list = []
+        try:
+            self.nodes.append(self._node("node0", replica_of=None))
+            primary_ip = self.ip(self.nodes[0])
+            self.nodes += [self._node(f"node{i}", replica_of=primary_ip) for i in (1, 2)]
+            self.sentinel_containers = [self._sentinel(i, primary_ip) for i in range(3)]
+            wait_for(self._all_see_two_replicas, 30, 0.2, "the sentinels to see both replicas")
+        except BaseException:
+            self.close()
+            raise
+
+    def _run(self, name: str, script: str):
+        return self.docker.containers.run(
+            REDIS_IMAGE,
+            entrypoint=["sh", "-c", script],
+            name=f"{self.name}-{name}",
+            network=self.name,
+            detach=True,
+        )
+
+    def _node(self, name: str, replica_of: str | None):
+        conf = (
+            f"requirepass {PASSWORD}\\nmasterauth {PASSWORD}\\nappendonly yes\\n"
+            "min-replicas-to-write 1\\nmin-replicas-max-lag 10\\n"
+        )
+        if replica_of:
+            conf += f"replicaof {replica_of} 6379\\n"
+        return self._run(name, f"printf '{conf}' > /tmp/n.conf && exec valkey-server /tmp/n.conf")
+
+    def _sentinel(self, index: int, primary_ip: str):
+        conf = (
+            f"port 26379\\nrequirepass {PASSWORD}\\n"
+            f"sentinel monitor {MASTER} {primary_ip} 6379 2\\n"
+            f"sentinel auth-pass {MASTER} {PASSWORD}\\n"
+            f"sentinel down-after-milliseconds {MASTER} {DOWN_AFTER_MS}\\n"
+            f"sentinel failover-timeout {MASTER} {FAILOVER_TIMEOUT_MS}\\n"
+            f"sentinel parallel-syncs {MASTER} 1\\n"
+        )
+        return self._run(
+            f"sentinel{index}",
+            f"printf '{conf}' > /tmp/s.conf && exec valkey-server /tmp/s.conf --sentinel",
+        )
+
+    def ip(self, container) -> str:
+        container.reload()
+        return container.attrs["NetworkSettings"]["Networks"][self.name]["IPAddress"]
+
+    def client(self, container, port: int = 6379) -> redis.Redis:
+        return redis.Redis(self.ip(container), port, password=PASSWORD, socket_timeout=2)
+
+    @property
+    def sentinels(self) -> tuple[tuple[str, int], ...]:
+        return tuple((self.ip(c), 26379) for c in self.sentinel_containers)
+
+    def _all_see_two_replicas(self) -> bool:
+        with self.client(self.nodes[0]) as client:
+            if client.info("replication").get("min_slaves_good_slaves") != 2:
+                return False  # the primary counts a replica once it has acknowledged
+        for sentinel in self.sentinel_containers:
+            with self.client(sentinel, 26379) as client:
+                state = client.sentinel_master(MASTER)
+                if state["num-slaves"] != 2 or state["num-other-sentinels"] != 2:
+                    return False
+        return True
+
+    def primary(self):
+        """The node the sentinels name the primary now."""
+        with self.client(self.sentinel_containers[0], 26379) as client:
+            ip, _ = client.sentinel_get_master_addr_by_name(MASTER)
+        return next(node for node in self.nodes if self.ip(node) == ip.decode())
+
+    def replicas(self) -> list:
+        primary = self.primary()
+        return [node for node in self.nodes if node.id != primary.id]
+
+    def settings(self, **overrides) -> Settings:
+        values = {
+            "redis_url": "redis://unused-with-sentinels:6379/0",
+            "redis_password": PASSWORD,
+            "redis_sentinels": self.sentinels,
+            "redis_master_name": MASTER,
+            "api_key": "test-key",
+            **overrides,
+        }
+        return Settings(**values)
+
+    def close(self) -> None:
+        for container in self.sentinel_containers + self.nodes:
+            container.remove(force=True)
+        self.network.remove()
+        self.docker.close()
+
+
+@pytest.fixture
+def tier():
+    tier = DataTier()
+    yield tier
+    tier.close()
+
+
+def api_client(tier: DataTier, **overrides):
+    """The app on the tier (through its sentinels), and a test client of it."""
+    app = create_app(tier.settings(**overrides))
+    app.config["TESTING"] = True
+    return app.test_client()
+
+
+def increment_until_answered(store: CounterStore, amount: int, key: str, within: float = 30):
+    """Retry one increment with the same Idempotency-Key, as the counter does, until the
+    data tier answers: (the answer, how many attempts failed)."""
+    deadline = time.monotonic() + within
+    failures = 0
+    while True:
+        try:
+            return store.increment(amount, key), failures
+        except (redis.RedisError, NotReplicated):
+            failures += 1
+            assert time.monotonic() < deadline, "no primary answered in time"
+            time.sleep(0.1)
+
+
+def test_finds_the_primary_through_the_sentinels(tier):
+    store = CounterStore.from_settings(tier.settings())
+    assert store.increment(5, "first").count == 5
+    store.ping()
+    primary_ip = tier.ip(tier.primary())
+    assert store.redis.connection_pool.master_address == (primary_ip, 6379)
+    with tier.client(tier.primary()) as client:
+        assert client.get("{microservices}:count") == b"5"
+    store.close()
+
+
+def test_the_page_shows_the_primary_its_replicas_and_the_sentinels_view(tier):
+    client = api_client(tier)
+    replication = client.get("/api/status").get_json()["tiers"]["data"]["replication"]
+    assert replication["role"] == "master"
+    replicas = {tier.ip(node) for node in tier.replicas()}
+    assert {r["address"] for r in replication["replicas"]} == {f"{ip}:6379" for ip in replicas}
+    # How far behind: bytes of the stream not yet acknowledged (acknowledged every second).
+    assert all(r["state"] == "online" and r["behind"] >= 0 for r in replication["replicas"])
+    sentinels = replication["sentinels"]
+    assert sentinels["primary"] == f"{tier.ip(tier.primary())}:6379"
+    assert (sentinels["sentinels"], sentinels["quorum"], sentinels["replicas"]) == (3, 2, 2)
+
+
+def test_after_the_primary_is_killed_a_replica_takes_over_and_nothing_is_lost(tier):
+    store = CounterStore.from_settings(tier.settings(redis_wait_replicas=1))
+    for i in range(20):
+        store.increment(1, f"before-{i}")
+    old = tier.primary()
+    old.kill()  # SIGKILL
+    # The count only moves on once the client found the new primary (the same key each time).
+    result, failures = increment_until_answered(store, 1, "after")
+    assert failures > 0  # the old primary's connection failed first
+    assert result.count == 21 and not result.replayed
+    new_ip = tier.ip(tier.primary())
+    assert new_ip != tier.ip(old)
+    assert store.redis.connection_pool.master_address == (new_ip, 6379)
+    assert store.get() == 21
+    store.close()
+
+
+def test_too_few_replicas_in_time_is_an_unknown_outcome_and_the_retry_applies_once(tier):
+    client = api_client(tier, redis_wait_replicas=1, redis_wait_timeout=0.2)
+    headers = {"Idempotency-Key": "paused-replicas"}
+    assert client.post("/", json={"increment": 3}).get_json() == {"count": 3}
+    replicas = tier.replicas()
+    for replica in replicas:
+        replica.pause()
+    try:
+        answer = client.post("/", json={"increment": 4}, headers=headers)
+    finally:
+        for replica in replicas:
+            replica.unpause()
+    assert answer.status_code == 503
+    assert answer.headers["Retry-After"] == "1"
+    assert "outcome unknown" in answer.get_json()["error"]
+    assert 'redis_errors_total{operation="wait"} 1.0' in client.get("/metrics").get_data(True)
+    # The write was done on the primary: the retry (same key) returns it, confirmed now.
+    retry = wait_for(
+        lambda: (
+            (r := client.post("/", json={"increment": 4}, headers=headers)).status_code == 200 and r
+        ),
+        10,
+        0.1,
+        "the retry to be confirmed",
+    )
+    assert retry.get_json() == {"count": 7}
+    assert retry.headers["Idempotent-Replayed"] == "true"
+    assert client.get("/").get_json() == {"count": 7}
+
+
+def on_both_replicas(tier, amount: int) -> None:
+    """Count `amount`, confirmed by both replicas (WAIT 2) before the trouble starts."""
+    store = CounterStore.from_settings(tier.settings(redis_wait_replicas=2, redis_wait_timeout=10))
+    store.increment(amount, "base")
+    store.close()
+
+
+def primary_alone(tier):
+    """The replicas frozen and their links cut: the primary holds writes no replica has, and
+    the replicas cannot catch up when they thaw, since the primary is gone by then."""
+    replicas = tier.replicas()
+    for replica in replicas:
+        replica.pause()
+    with tier.client(tier.primary()) as client:
+        client.execute_command("CLIENT", "KILL", "TYPE", "replica")
+    return replicas
+
+
+def fail_over(tier, replicas) -> None:
+    tier.primary().kill()
+    for replica in replicas:
+        replica.unpause()
+
+
+def test_without_protection_an_acknowledged_write_is_lost_and_wait_makes_it_unknown(tier):
+    """The primary alone takes writes, then dies, and a replica takes over. Without WAIT (and
+    with min-replicas-to-write off) the server had answered 200 for a write only the dead
+    primary held: lost. With WAIT the same write answered 503, and the retry applied once."""
+    plain = CounterStore.from_settings(tier.settings())
+    waiting = CounterStore.from_settings(
+        tier.settings(redis_wait_replicas=1, redis_wait_timeout=0.2)
+    )
+    on_both_replicas(tier, 10)
+    with tier.client(tier.primary()) as client:
+        client.config_set("min-replicas-to-write", 0)
+    replicas = primary_alone(tier)
+    acknowledged = plain.increment(1, "acknowledged-without-wait")  # 200
+    with pytest.raises(NotReplicated):
+        waiting.increment(100, "unknown-with-wait")  # 503: the outcome unknown
+    fail_over(tier, replicas)
+    result, _ = increment_until_answered(waiting, 100, "unknown-with-wait")
+    # Acknowledged and lost: 10 + 100, not 10 + 1 + 100. The unknown one applied once.
+    assert acknowledged.count == 11
+    assert (result.count, result.replayed) == (110, False)
+    assert waiting.get() == 110
+    plain.close()
+    waiting.close()
+
+
+def test_min_replicas_to_write_refuses_what_no_replica_would_get(tier):
+    """The shipped min-replicas-to-write 1: a primary with no replica refuses writes (503,
+    nothing changed), so even without WAIT nothing is acknowledged that a failover drops."""
+    plain = CounterStore.from_settings(tier.settings())
+    on_both_replicas(tier, 10)
+    replicas = primary_alone(tier)
+    with pytest.raises(redis.ResponseError, match="NOREPLICAS"):
+        plain.increment(1, "refused")
+    fail_over(tier, replicas)
+    result, _ = increment_until_answered(plain, 1, "refused")
+    assert (result.count, result.replayed) == (11, False)
+    plain.close()
+
+
+def test_a_wrong_master_name_is_unready_with_the_reason_and_await_redis_keeps_waiting(tier):
+    client = api_client(tier, redis_master_name="no-such-primary")
+    answer = client.get("/probe/readiness")
+    assert answer.status_code == 503
+    reason = answer.get_json()["reason"]
+    assert "no primary named 'no-such-primary' (REDIS_MASTER_NAME)" in reason
+    assert f"monitors {MASTER}" in reason
+    waiter = Service(
+        "microservices-await-redis",
+        {
+            "REDIS_SENTINELS": ",".join(f"{host}:{port}" for host, port in tier.sentinels),
+            "REDIS_MASTER_NAME": "no-such-primary",
+            "REDIS_PASSWORD": PASSWORD,
+            "AWAIT_TIMEOUT": "2",
+        },
+    )
+    assert waiter.wait(30) == 1
+    assert "attempt 2" in waiter.output
+    assert "no primary named 'no-such-primary'" in waiter.output
+    assert "gave up" in waiter.output
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        ("sentinel-0", "is not host:port"),
+        ("sentinel-0:26379,", "'' is not host:port"),
+        ("sentinel-0:port", "is not host:port"),
+        ("sentinel-0:70000", "port must be 1 to 65535"),
+        ("sentinel-0:26379,sentinel-0:26379", "listed twice"),
+    ],
+)
+@pytest.mark.parametrize("command", ["microservices-server", "microservices-await-redis"])
+def test_malformed_sentinels_exit_2_naming_the_variable(command, value, reason):
+    service = Service(command, {"REDIS_SENTINELS": value})
+    assert service.wait(30) == 2, service.output
+    assert service.output.startswith("configuration error: REDIS_SENTINELS="), service.output
+    assert reason in service.output
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "env"),
+    [
+        ("REDIS_SENTINELS", "s:26379", {"REDIS_URL": "rediss://data-tier:6379/0"}),
+        ("REDIS_MASTER_NAME", "my master", {}),
+        ("REDIS_WAIT_REPLICAS", "-1", {}),
+        ("REDIS_WAIT_TIMEOUT", "0", {}),
+    ],
+)
+def test_other_bad_ha_settings_exit_2_naming_the_variable(name, value, env):
+    service = Service("microservices-server", {name: value, **env})
+    assert service.wait(30) == 2, service.output
+    assert service.output.startswith(f"configuration error: {name}="), service.output
