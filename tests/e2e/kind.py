@@ -438,7 +438,7 @@ class KindBackend:
 
     def overlay_dir(self) -> Path:
         if self.redis_image:
-            return self.workdir / "kustomize" / "overlays" / self.overlay
+            return self.workdir / "kustomize" / "local"
         return self.kustomize_root / "overlays" / self.overlay
 
     def preflight(self) -> None:
@@ -455,15 +455,22 @@ class KindBackend:
                 raise RuntimeError(f"KIND_REDIS_IMAGE: {error}") from None
 
     def prepare_overlay(self) -> None:
-        """With a local Redis image: a copy of kustomize/ whose overlay points at it."""
+        """With a local Redis image: an overlay of its own (as the README's), beside a copy of
+        kustomize/, that takes the chosen overlay and points the data tier at that image; no
+        file of the copy is edited (the secrets.env it reads stays beside its overlay)."""
         if not self.redis_image:
             return
         tree = self.workdir / "kustomize"
         shutil.copytree(self.kustomize_root, tree, dirs_exist_ok=True)
-        kustomization = tree / "overlays" / self.overlay / "kustomization.yaml"
-        document = yaml.safe_load(kustomization.read_text())
-        document.setdefault("images", []).append(ImageRef.parse(self.redis_image).kustomize_image())
-        kustomization.write_text(yaml.safe_dump(document, sort_keys=False))
+        (tree / "local").mkdir(exist_ok=True)
+        document = {
+            "apiVersion": "kustomize.config.k8s.io/v1beta1",
+            "kind": "Kustomization",
+            "resources": [f"../overlays/{self.overlay}"],
+            "images": [ImageRef.parse(self.redis_image).kustomize_image()],
+        }
+        local = tree / "local" / "kustomization.yaml"
+        local.write_text(yaml.safe_dump(document, sort_keys=False))
 
     def load_commands(self, image: str) -> list[list[str]]:
         """An image into the cluster, by an archive of the node's platform only: `kind load

@@ -281,6 +281,8 @@ def redis_problems(where: str, objects: list[dict]) -> list[str]:
         for c in (c for c in containers(spec) if is_redis(c)):
             limit = c.get("resources", {}).get("limits", {}).get("memory")
             try:
+                if "--sentinel" in redis_argv(c):
+                    continue  # a sentinel (components/redis-ha) holds no data to bound
                 settings = redis_settings(c, partial(configmap_file, c, spec, objects))
                 limit_bytes = None if limit is None else k8s_bytes(limit)
                 problems += bound_problems(f"{where}: {pod}/{c['name']}", settings, limit_bytes)
@@ -350,4 +352,39 @@ def retry_problems(where: str, objects: list[dict]) -> list[str]:
                     )
     except Unreadable as exc:
         problems.append(f"{where}: {exc}")
+    return problems
+
+
+# 5. The fault switches (/faults) are for learning: on in dev, compose and the lessons that use
+# them, never in staging or prod.
+
+
+def faults_enabled(c: dict) -> bool:
+    """Whether a server has its fault switches on: FAULTS_ENABLED "true"; unset or "false" is
+    off (the server's default). What this cannot read (envFrom, valueFrom) is a problem."""
+    if c.get("envFrom"):
+        raise Unreadable(f"{c['name']}: envFrom may set FAULTS_ENABLED; set it by value")
+    value = env(c, "FAULTS_ENABLED")
+    if value not in (None, "true", "false"):
+        raise Unreadable(f"{c['name']}: FAULTS_ENABLED={value!r} is neither true nor false")
+    return value == "true"
+
+
+def fault_switch_problems(where: str, objects: list[dict], wanted: bool) -> list[str]:
+    """Every server of the set has its fault switches on (wanted) or off (not wanted)."""
+    servers = [
+        (pod, c) for pod, _, spec in pod_specs(objects) for c in spec["containers"] if is_server(c)
+    ]
+    problems = [] if servers else [f"{where}: no server"]
+    for pod, c in servers:
+        try:
+            on = faults_enabled(c)
+        except Unreadable as exc:
+            problems.append(f"{where}: {pod}/{exc}")
+            continue
+        if on != wanted:
+            problems.append(
+                f"{where}: {pod}/{c['name']} has the fault switches {'on' if on else 'off'}, "
+                f"not {'on' if wanted else 'off'}"
+            )
     return problems

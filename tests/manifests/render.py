@@ -47,13 +47,28 @@ def all_sets(rendered: dict[str, list[dict]]):
 
 
 # Every combination of components a user may put together (Online Boutique renders each of
-# its own in CI): monitoring's allow-scrapers policy needs network-policies beside it (alone,
-# it would isolate the server; its README says so), every other subset goes.
-COMPONENTS = ["network-policies", "persistence", "autoscaling", "monitoring", "local-images"]
+# its own in CI): monitoring's allow-scrapers policies and ingress' policy for the ingress
+# controller need network-policies beside them (alone, each would isolate the server; their
+# READMEs say so), every other subset goes.
+COMPONENTS = [
+    "network-policies",
+    "persistence",
+    "autoscaling",
+    "monitoring",
+    "local-images",
+    "ingress",
+    "redis-ha",
+]
+NEED_NETWORK_POLICIES = ("monitoring", "ingress")
+# redis-ha replaces the single data node that persistence (a volume) and monitoring (an
+# exporter beside it) patch: it keeps a volume per node itself (its README says so).
+NOT_WITH_REDIS_HA = ("persistence", "monitoring")
 
 
 def supported(combination: tuple[str, ...]) -> bool:
-    return "monitoring" not in combination or "network-policies" in combination
+    if "redis-ha" in combination and set(NOT_WITH_REDIS_HA) & set(combination):
+        return False
+    return "network-policies" in combination or not set(NEED_NETWORK_POLICIES) & set(combination)
 
 
 COMBINATIONS = [

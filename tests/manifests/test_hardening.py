@@ -162,12 +162,11 @@ def test_the_rule_finds_every_redis(rendered):
     assert len([lesson for lesson in LESSONS if redises(lesson_objects(lesson))]) >= 6
 
 
-@pytest.mark.parametrize(("overlay", "maxmemory"), [("dev", "140mb"), ("prod", "560mb")])
+@pytest.mark.parametrize(("overlay", "maxmemory"), [("dev", "176mb"), ("prod", "1100mb")])
 def test_the_overlays_size_maxmemory_to_their_limit(rendered, overlay, maxmemory):
     """prod's bigger limit comes with its own memory.conf, merged into the base's ConfigMap."""
     objects = rendered[overlay]
-    spec = deployment(objects, "data-tier")["spec"]["template"]["spec"]
-    [redis] = spec["containers"]
+    redis = container(deployment(objects, "data-tier"), "redis")  # the adapter may be beside it
     config = next(o for o in objects if o["kind"] == "ConfigMap")
 
     def read_file(path):
@@ -226,8 +225,8 @@ def test_the_compose_redis_rule_fails_on(change, complaint):
     if change == "no mem_limit":
         del redis["mem_limit"]
     else:
-        new = {"no maxmemory": "", "allkeys": "maxmemory 140mb\\nmaxmemory-policy allkeys-lru\\n"}
-        old = "maxmemory 140mb\\nmaxmemory-policy volatile-ttl\\n"
+        new = {"no maxmemory": "", "allkeys": "maxmemory 176mb\\nmaxmemory-policy allkeys-lru\\n"}
+        old = "maxmemory 176mb\\nmaxmemory-policy volatile-ttl\\n"
         assert old in redis["command"][0]
         redis["command"] = [redis["command"][0].replace(old, new[change])]
     problems = compose.redis_problems(planted)

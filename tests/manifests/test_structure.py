@@ -54,9 +54,14 @@ def deployment(objects: list[dict], name: str) -> dict:
 
 
 def test_every_supported_combination_is_rendered(combinations):
-    assert len(combinations) == 24  # 2**5 subsets, less the 8 with monitoring alone
+    # 2**6 subsets, less the 24 with monitoring or ingress but no network-policies; and
+    # redis-ha with the 2**4 subsets of the others, less the 4 with ingress alone
+    assert len(combinations) == 52
     assert "base" in combinations
-    assert "base+network-policies+persistence+autoscaling+monitoring+local-images" in combinations
+    assert (
+        "base+network-policies+persistence+autoscaling+monitoring+local-images+ingress"
+        in combinations
+    )
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -106,14 +111,60 @@ def test_combination_keeps_the_app_connected(combinations, name):
     policies = [o for o in objects if o["kind"] == "NetworkPolicy"]
 
     def pod(tier):
-        return Endpoint(
-            deployment(objects, f"{tier}-tier")["spec"]["template"]["metadata"]["labels"]
-        )
+        # The data tier is a StatefulSet with redis-ha, else a Deployment.
+        [workload] = [
+            o
+            for o in objects
+            if o["kind"] in ("Deployment", "StatefulSet")
+            and o["metadata"]["name"] == f"{tier}-tier"
+        ]
+        return Endpoint(workload["spec"]["template"]["metadata"]["labels"])
 
     assert connects(policies, pod("support"), pod("app"), 8080)
     assert connects(policies, pod("app"), pod("data"), 6379)
+    if "redis-ha" in name:  # the sentinels, and the nodes among themselves
+        assert connects(policies, pod("app"), pod("data"), 26379)
+        for port in (6379, 26379):
+            assert connects(policies, pod("data"), pod("data"), port)
     for tier in ("support", "app", "data"):
         assert connects(policies, pod(tier), KUBE_DNS, 53, "UDP"), tier
+
+
+INGRESS_CONTROLLER = Endpoint(
+    {"app.kubernetes.io/name": "ingress-nginx", "app.kubernetes.io/component": "controller"},
+    {"kubernetes.io/metadata.name": "ingress-nginx"},
+)
+
+
+@pytest.mark.parametrize(
+    ("name", "controller_gets_in"),
+    [("base+network-policies", False), ("base+network-policies+ingress", True)],
+)
+def test_the_ingress_component_lets_the_controller_in_and_nothing_else(
+    combinations, name, controller_gets_in
+):
+    objects = combinations[name]
+    policies = [o for o in objects if o["kind"] == "NetworkPolicy"]
+    app = Endpoint(deployment(objects, "app-tier")["spec"]["template"]["metadata"]["labels"])
+    assert connects(policies, INGRESS_CONTROLLER, app, 8080) is controller_gets_in
+    stranger = Endpoint({"app.kubernetes.io/name": "ingress-nginx"}, {"name": "elsewhere"})
+    assert not connects(policies, stranger, app, 8080)
+    assert not connects(policies, INGRESS_CONTROLLER, app, 9999)
+
+
+def test_the_ingress_exposes_the_page_and_the_api_over_tls_only(combinations):
+    objects = combinations["base+network-policies+ingress"]
+    [ingress] = [o for o in objects if o["kind"] == "Ingress"]
+    spec = ingress["spec"]
+    [rule] = spec["rules"]
+    assert [rule["host"]] == spec["tls"][0]["hosts"] and spec["tls"][0]["secretName"]
+    paths = {(p["path"], p["pathType"]) for p in rule["http"]["paths"]}
+    assert paths == {("/", "Exact"), ("/api", "Prefix"), ("/static", "Prefix")}
+    services = {o["metadata"]["name"]: o for o in objects if o["kind"] == "Service"}
+    for path in rule["http"]["paths"]:
+        backend = path["backend"]["service"]
+        ports = [p["name"] for p in services[backend["name"]]["spec"]["ports"]]
+        assert backend["port"]["name"] in ports
 
 
 def test_the_local_images_component_changes_valkey_only(combinations):

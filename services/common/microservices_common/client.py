@@ -15,7 +15,8 @@ http.client parses the answers) in which a request is bounded as a whole, in tim
   answer cannot inflate, it is bytes that are not `{"count": <int>}`.
 
 Past either bound send() raises, as it does for a refused or reset connection or a reply that
-is not HTTP: the caller treats it as an answer that never came (the outcome is unknown).
+is not HTTP: the caller treats it as an answer that never came (the outcome is unknown), and
+describe() says what happened in a line, as loudly as it deserves.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import functools
 import http.client
 import io
 import json as jsonlib
+import logging
 import select
 import socket
 import ssl
@@ -60,6 +62,8 @@ class Session:
         self.user_agent = user_agent
         self._sock: socket.socket | None = None
         self._origin: tuple[str, str] | None = None
+        self.answered = False  # the server has answered once: a refusal is news from then on
+        self.refusal_said = False
 
     def connection(self, url: SplitResult, deadline: float) -> socket.socket:
         """The connection kept alive, or a new one. A server may still close it between this
@@ -115,7 +119,28 @@ def send(
         raise
     if answer.will_close or answer.status < 200:  # a 101: a protocol this client does not speak
         session.close()
+    session.answered = True
     return Response(answer.status, answer.headers, content)
+
+
+# Expected when the workers start first (README, "Without containers"): said once.
+REFUSED_AT_START = "connection refused (the server is not up yet; said once until it answers)"
+
+
+def describe(exc: BaseException, session: Session) -> tuple[str, int]:
+    """A request send() raised on: what happened in a few words, and the level to log it at.
+    The workers start beside the server (compose, Kubernetes) and often ask before it
+    listens: a refused connection before its first answer is said once, at WARNING, then at
+    DEBUG until the server answers (a retry line per second said nothing new). Once it has
+    answered, a refusal is an outage, and said each time."""
+    if not isinstance(exc, ConnectionRefusedError):
+        return f"{type(exc).__name__}: {exc}", logging.WARNING
+    if session.answered:
+        return "connection refused", logging.WARNING
+    if session.refusal_said:
+        return "connection refused", logging.DEBUG
+    session.refusal_said = True
+    return REFUSED_AT_START, logging.WARNING
 
 
 class _Answer(http.client.HTTPResponse):

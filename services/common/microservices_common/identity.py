@@ -11,6 +11,7 @@ browser, someone's `<script>`) is not a support-tier client and is not recorded.
 from __future__ import annotations
 
 import functools
+import os
 import re
 import socket
 from dataclasses import dataclass
@@ -33,6 +34,17 @@ def version() -> str:
         return dist_version("microservices")
     except PackageNotFoundError:
         return "unknown"
+
+
+def runs_in() -> str:
+    """What this process runs in, as the page names it: a "pod" (Kubernetes sets
+    KUBERNETES_SERVICE_HOST in every container of a pod), a "container" (Docker and Podman
+    leave /.dockerenv or /run/.containerenv), else a "host"."""
+    if os.environ.get("KUBERNETES_SERVICE_HOST"):
+        return "pod"
+    if any(os.path.exists(marker) for marker in ("/.dockerenv", "/run/.containerenv")):
+        return "container"
+    return "host"
 
 
 def hostname() -> str:

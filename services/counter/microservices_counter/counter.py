@@ -34,7 +34,7 @@ import uuid
 from dataclasses import dataclass
 
 from microservices_common.backoff import Backoff
-from microservices_common.client import Response, count_in, excerpt, send
+from microservices_common.client import Response, count_in, describe, excerpt, send
 from microservices_common.config import (
     ConfigError,
     env_float,
@@ -55,6 +55,7 @@ class Outcome:
     rejection: str | None = None  # refused for good
     problem: str | None = None  # unknown: retry the same key
     retry_after: float = 0.0
+    level: int = logging.WARNING  # of the retry's log line (client.describe)
 
 
 def outcome_of(response: Response) -> Outcome:
@@ -131,7 +132,8 @@ class Counter:
             )
             return outcome_of(response)
         except Exception as exc:  # noqa: BLE001 - whatever happened, the outcome is unknown
-            return Outcome(problem=f"{type(exc).__name__}: {exc}")
+            problem, level = describe(exc, self.session)
+            return Outcome(problem=problem, level=level)
 
     def send(self, increment: int) -> int | None:
         """POST one increment until it is acknowledged; return the new count, or None if it
@@ -170,7 +172,7 @@ class Counter:
                 "retrying",
                 f"increment {increment} not acknowledged ({outcome.problem}); "
                 f"retry {attempt} in {wait:.2f}s with the same key",
-                logging.WARNING,
+                outcome.level,
                 attempt=attempt,
                 problem=outcome.problem,
                 retry_in=round(wait, 3),

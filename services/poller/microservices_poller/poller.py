@@ -10,7 +10,7 @@ import logging
 import sys
 from collections.abc import Callable
 
-from microservices_common.client import Session, count_in, excerpt, send
+from microservices_common.client import Session, count_in, describe, excerpt, send
 from microservices_common.logs import log_event
 from microservices_common.runner import Worker, run
 
@@ -22,7 +22,7 @@ def poll_once(session: Session, worker: Worker, output: OutputFile | None = None
     try:
         response = send(session, "GET", settings.api_url + "/", settings.request_timeout)
     except Exception as exc:  # noqa: BLE001 - no whole answer: one line, and on
-        problem = f"{type(exc).__name__}: {exc}"
+        problem, level = describe(exc, session)
     else:
         count = count_in(response)
         if count is not None:
@@ -30,8 +30,8 @@ def poll_once(session: Session, worker: Worker, output: OutputFile | None = None
             if output is not None:
                 output.append(f"Current counter: {count}")
             return
-        problem = f"HTTP {response.status}: {excerpt(response)}"
-    log_event(worker.log, "poll_failed", f"Could not read the counter: {problem}", logging.WARNING)
+        problem, level = f"HTTP {response.status}: {excerpt(response)}", logging.WARNING
+    log_event(worker.log, "poll_failed", f"Could not read the counter: {problem}", level)
 
 
 def make_tick(worker: Worker) -> Callable[[], None]:

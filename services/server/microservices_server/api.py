@@ -24,7 +24,7 @@ from werkzeug.exceptions import RequestEntityTooLarge
 from . import page
 from .errors import ApiError
 from .state import runtime
-from .store import COUNT_PROBLEM, COUNT_REPAIR, CorruptCount, CounterOverflow
+from .store import COUNT_PROBLEM, COUNT_REPAIR, CorruptCount, CounterOverflow, NotReplicated
 from .validation import parse_idempotency_key, parse_increment
 
 log = logging.getLogger("server")
@@ -41,6 +41,17 @@ def redis_call(operation: str, call: Callable[[], T]) -> T:
     except CorruptCount as exc:
         log_event(log, "count_corrupt", f"{COUNT_PROBLEM}: {exc}", logging.ERROR)
         raise ApiError(500, f"{COUNT_PROBLEM} ({exc}); {COUNT_REPAIR}") from None
+    except NotReplicated as exc:
+        # Done on the primary, not confirmed by enough replicas: not acknowledged, since a
+        # failover could still lose it. The client retries; its Idempotency-Key makes the
+        # retry return this answer if the write survived, and apply it once if it did not.
+        runtime().metrics.redis_error("wait")
+        log_event(log, "not_replicated", f"redis {operation}: {exc}", logging.WARNING)
+        raise ApiError(
+            503,
+            f"outcome unknown, retry with the same Idempotency-Key: {exc}",
+            {"Retry-After": RETRY_AFTER_SECONDS},
+        ) from None
     except redis.RedisError as exc:
         runtime().metrics.redis_error(operation)
         log_event(
@@ -89,8 +100,10 @@ def read_count():
     if page.wants_page():
         return page.page()
     state = runtime()
-    count = redis_call("get", state.store.get)
     client = caller(request.headers)
+    if client is not None:
+        state.seen.asked(client)  # before Redis: a poller whose reads fail is still polling
+    count = redis_call("get", state.store.get)
     if client is not None:
         state.seen.note(client)  # for the page; written off this request's path (seen.py)
     return {"count": count}, 200, {"Vary": "Accept"}
@@ -104,6 +117,8 @@ def increment():
     body = request_body(req, state.settings.max_body_bytes)
     amount = parse_increment(body, req.content_type, state.settings.max_increment)
     client = caller(req.headers)
+    if client is not None:
+        state.seen.asked(client)  # before Redis: a counter whose increments fail is retrying
     try:
         result = redis_call("increment", lambda: state.store.increment(amount, key, client))
     except CounterOverflow:

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import redis
 from flask import Blueprint, Flask, Response, current_app, render_template, request
-from microservices_common.identity import Client, hostname, version
+from microservices_common.identity import Client, hostname, runs_in, version
 
 from .state import runtime
 from .store import COUNT_PROBLEM, COUNT_REPAIR, HISTORY_SECONDS, CounterStore, Snapshot
@@ -61,7 +61,7 @@ def wants_page() -> bool:
 
 
 def page() -> Response:
-    html = render_template("page.html", hostname=hostname(), version=version())
+    html = render_template("page.html", hostname=hostname(), runs_in=runs_in(), version=version())
     response = Response(html, mimetype="text/html")
     response.headers["Cache-Control"] = "no-cache"
     response.vary.add("Accept")
@@ -129,6 +129,7 @@ def status_body() -> dict:
     app_tier = {
         "status": "up",  # it answered; the page says "down" when it cannot reach the server
         "hostname": hostname(),
+        "runs_in": runs_in(),  # pod, container or host: what the page calls it
         "version": version(),
         "pid": os.getpid(),
         "uptime": round(time.time() - STARTED),
@@ -138,8 +139,9 @@ def status_body() -> dict:
     }
     reading = snapshots().read(state.store, lambda: state.metrics.redis_error("status"))
     snapshot = reading.snapshot
+    stale_after = state.settings.client_stale_after
+    asked = state.seen.asked_since(time.time() - stale_after)
     if snapshot is None:
-        unknown = {"status": "stale", "reason": "unknown while Redis is down", "pods": []}
         return {
             "count": None,
             "rate": None,
@@ -147,8 +149,7 @@ def status_body() -> dict:
             "tiers": {
                 "data": {"status": "down", "reason": reading.error},
                 "app": app_tier,
-                "counter": unknown,
-                "poller": unknown,
+                **{kind: asking_while_redis_is_down(kind, asked) for kind in ("counter", "poller")},
             },
         }
     data_tier = {
@@ -157,10 +158,10 @@ def status_body() -> dict:
         "uptime": snapshot.server_uptime,
         "latency_ms": reading.latency_ms,
     }
+    data_tier["replication"] = replication(snapshot)
     if snapshot.count_error:  # Redis answers, but what it holds cannot be counted on
         data_tier["reason"] = f"{COUNT_PROBLEM} ({snapshot.count_error}): {COUNT_REPAIR}"
     history = per_second(snapshot)
-    stale_after = state.settings.client_stale_after
     return {
         "count": snapshot.count,
         "rate": round(sum(history[-RATE_SECONDS:]) / RATE_SECONDS, 1),
@@ -169,10 +170,37 @@ def status_body() -> dict:
             "data": data_tier,
             "app": app_tier,
             **{
-                kind: support_tier(snapshot, kind, stale_after, state.settings.clients_ttl)
+                kind: support_tier(snapshot, kind, stale_after, state.settings.clients_ttl, asked)
                 for kind in ("counter", "poller")
             },
         },
+    }
+
+
+def replication(snapshot: Snapshot) -> dict:
+    """The data tier as primary and replicas (README, "High availability"): the role of the
+    node that answered, each replica's state and how far behind it is (bytes of the
+    replication stream not yet acknowledged, and seconds since it last acknowledged), and the
+    sentinels' view (null without REDIS_SENTINELS)."""
+    info = snapshot.replication
+    offset = int(info.get("master_repl_offset", 0))
+    replicas = []
+    for index in range(int(info.get("connected_slaves", 0))):
+        replica = info.get(f"slave{index}")
+        if isinstance(replica, dict):
+            replicas.append(
+                {
+                    "address": f"{replica.get('ip')}:{replica.get('port')}",
+                    "state": replica.get("state", ""),
+                    "behind": max(0, offset - int(replica.get("offset", 0))),
+                    "lag": replica.get("lag"),
+                }
+            )
+    return {
+        "role": info.get("role", ""),
+        "offset": offset,
+        "replicas": replicas,
+        "sentinels": snapshot.sentinels,
     }
 
 
@@ -182,29 +210,53 @@ def per_second(snapshot: Snapshot) -> list[int]:
     return [snapshot.history.get(second, 0) for second in range(now - HISTORY_SECONDS, now)]
 
 
-def support_tier(snapshot: Snapshot, kind: str, stale_after: float, remembered: int) -> dict:
+RETRYING = "its requests reach the server and fail: it keeps trying"
+
+
+def support_tier(
+    snapshot: Snapshot,
+    kind: str,
+    stale_after: float,
+    remembered: int,
+    asked: dict[str, float] | None = None,
+) -> dict:
     """The counters (or pollers) seen lately: each pod "up" if seen within `stale_after`,
-    else "stale"; the tier "up" if any pod is, "stale" if all fell silent, "down" if none
-    was seen at all within `remembered` seconds."""
+    "retrying" if not but it asked this process something within it (its requests fail:
+    seen.py), else "stale"; the tier "up" if any pod is, then "retrying", "stale" if all fell
+    silent, "down" if none was seen at all within `remembered` seconds."""
+    asked = asked or {}
     pods = []
     for member, seen in snapshot.clients:
         client = Client.from_member(member)
         if client is None or client.kind != kind:
             continue
         age = max(0.0, snapshot.now - seen)
-        pods.append(
-            {
-                "host": client.host,
-                "version": client.version,
-                "age": round(age, 1),
-                "status": "up" if age <= stale_after else "stale",
-            }
-        )
+        status = "up" if age <= stale_after else "retrying" if member in asked else "stale"
+        pod = {"host": client.host, "version": client.version, "age": round(age, 1)}
+        if status == "retrying":
+            pod["tried"] = round(max(0.0, time.time() - asked[member]), 1)
+        pods.append({**pod, "status": status})
     if any(pod["status"] == "up" for pod in pods):
         return {"status": "up", "pods": pods}
+    if any(pod["status"] == "retrying" for pod in pods):
+        return {"status": "retrying", "reason": RETRYING, "pods": pods}
     if pods:
         return {"status": "stale", "reason": f"silent for {pods[0]['age']:.0f} s", "pods": pods}
     return {"status": "down", "reason": f"not seen in the last {remembered} s", "pods": pods}
+
+
+def asking_while_redis_is_down(kind: str, asked: dict[str, float]) -> dict:
+    """The counters (or pollers) that asked this process something lately, while Redis is
+    down and nothing of theirs can be read: "retrying" (they keep asking), else unknown."""
+    now = time.time()
+    pods = [
+        {"host": c.host, "version": c.version, "tried": round(now - at, 1), "status": "retrying"}
+        for member, at in sorted(asked.items(), key=lambda item: -item[1])
+        if (c := Client.from_member(member)) is not None and c.kind == kind
+    ]
+    if pods:
+        return {"status": "retrying", "reason": RETRYING, "pods": pods}
+    return {"status": "stale", "reason": "unknown while Redis is down", "pods": []}
 
 
 def security_headers(response: Response) -> Response:

@@ -8,6 +8,10 @@ under gevent) writes what was noted: at most once every `every` seconds, all the
 meanwhile in one script call. A write that fails is logged and dropped; the next GET of that
 client notes it again. The page calls a client "stale" only after CLIENT_STALE_AFTER (10 s),
 so a second's delay never shows.
+
+Each process also keeps, in memory, when each client last asked it anything, answered or not
+(asked()): a counter whose increments fail (Redis away, a fault switch) is never recorded in
+Redis, yet it is working, and the page calls it "retrying" rather than "stale".
 """
 
 from __future__ import annotations
@@ -34,6 +38,17 @@ class ClientsSeen:
         self._pending: set[str] = set()
         self._wake = threading.Condition()
         self._thread: threading.Thread | None = None
+        self._asked: dict[str, float] = {}  # client -> when it last asked (wall clock)
+
+    def asked(self, client: str) -> None:
+        """Remember that `client` asked this process something just now, whatever the answer.
+        Bounded like the pending set: an invented User-Agent more is dropped, a known one kept."""
+        if client in self._asked or len(self._asked) < self.max_pending:
+            self._asked[client] = time.time()  # one dict store: safe across threads
+
+    def asked_since(self, since: float) -> dict[str, float]:
+        """The clients that asked this process something since `since` (wall clock)."""
+        return {c: at for c, at in list(self._asked.items()) if at >= since}
 
     def note(self, client: str) -> None:
         """Remember that `client` read the count; it is written within about `every` s."""

@@ -25,6 +25,7 @@ from microservices_common.config import (
 )
 
 from .lifecycle import MULTIPROC_ENV
+from .sentinel import check_master_name, parse_sentinels
 
 REDIS_SCHEMES = ("redis", "rediss", "unix")
 # Options the server sets itself: in the URL they would silently undo a promise (a
@@ -70,6 +71,18 @@ def redis_url(name: str, default: str) -> str:
     return value
 
 
+def sentinels_setting(name: str, url_name: str) -> tuple[tuple[str, int], ...]:
+    """The sentinels' addresses; () when unset. Sentinel gives plain TCP addresses, so the
+    URL's TLS or unix socket could not be kept: refused rather than silently dropped."""
+    value = env_str(name)
+    if value is None:
+        return ()
+    url = env_str(url_name, Settings.redis_url)
+    if not url.strip().startswith("redis://"):
+        raise ConfigError(name, value, f"works with a redis:// {url_name} only")
+    return parse_sentinels(name, value)
+
+
 @dataclass(frozen=True)
 class Settings:
     redis_url: str = "redis://localhost:6379/0"
@@ -86,6 +99,16 @@ class Settings:
     # bounds the memory the records take (see README, "What is guaranteed").
     idempotency_ttl: int = 600
     max_body_bytes: int = 1024
+    # High availability (sentinel.py; README, "High availability"). REDIS_SENTINELS: find the
+    # primary through these sentinels, under REDIS_MASTER_NAME (Sentinel's own example name);
+    # REDIS_URL then gives only the database number and options, never the address.
+    redis_sentinels: tuple[tuple[str, int], ...] = ()
+    redis_master_name: str = "mymaster"
+    # Acknowledged means replicated: an increment (or reset) answers 200 only once this many
+    # replicas confirmed it (WAIT) within REDIS_WAIT_TIMEOUT seconds; else 503, the outcome
+    # unknown, and the counter retries the same Idempotency-Key. 0: no WAIT, as before.
+    redis_wait_replicas: int = 0
+    redis_wait_timeout: float = 0.5
     # The page shows a counter or poller "stale" once it has not been seen for this long
     # (they call every INTERVAL, 1 s); it is forgotten after 12 times as long.
     client_stale_after: float = 10.0
@@ -103,6 +126,12 @@ class Settings:
             redis_url=redis_url("REDIS_URL", cls.redis_url),
             redis_password=env_str("REDIS_PASSWORD"),
             redis_timeout=env_float("REDIS_TIMEOUT", cls.redis_timeout, 0.01, 30),
+            redis_sentinels=sentinels_setting("REDIS_SENTINELS", "REDIS_URL"),
+            redis_master_name=check_master_name(
+                "REDIS_MASTER_NAME", env_str("REDIS_MASTER_NAME", cls.redis_master_name)
+            ),
+            redis_wait_replicas=env_int("REDIS_WAIT_REPLICAS", cls.redis_wait_replicas, 0, 100),
+            redis_wait_timeout=env_float("REDIS_WAIT_TIMEOUT", cls.redis_wait_timeout, 0.001, 30),
             api_key=env_str("API_KEY"),
             max_increment=env_int("MAX_INCREMENT", cls.max_increment, 1, 2**31),
             idempotency_ttl=env_int("IDEMPOTENCY_TTL", cls.idempotency_ttl, 1, 30 * 24 * 3600),

@@ -21,6 +21,7 @@ const rateText = document.querySelector('[data-testid="rate"]');
 const chart = document.querySelector('[data-testid="chart"]');
 let rendered = false; // no announcements for the first answer, only for changes after it
 const changes = []; // the tiers whose status changed with this answer, for screen readers
+let countShown = false; // a count was shown once: an outage keeps it, dimmed, as the last known
 
 function element(tag, text, className) {
   const node = document.createElement(tag);
@@ -68,11 +69,16 @@ function setPods(kind, pods) {
     const item = element("li");
     item.dataset.status = pod.status;
     const version = pod.version ? `v${pod.version}, ` : "";
+    // A retrying pod asks and fails: when it last tried, beside when it last succeeded.
+    const last = [
+      ...(pod.age !== undefined ? [`${LAST_DONE[kind]} ${duration(pod.age)} ago`] : []),
+      ...(pod.tried !== undefined ? [`last tried ${duration(pod.tried)} ago`] : []),
+    ].join(", ");
     item.append(
       element("span", pod.status, "badge"),
       " ",
       element("span", pod.host || "(no hostname)", "host"),
-      element("span", `${version}${LAST_DONE[kind]} ${duration(pod.age)} ago`, "meta"),
+      element("span", `${version}${last}`, "meta"),
     );
     return item;
   });
@@ -96,7 +102,7 @@ function drawChart(perSecond) {
   field(document, "peak").textContent = `peak ${peak.toFixed(1)} per second`;
   chart.setAttribute(
     "aria-label",
-    `Increments per second over the last ${Math.round(perSecond.length / 60)} minutes, ` +
+    `Counted per second over the last ${Math.round(perSecond.length / 60)} minutes, ` +
       `in ${CHART_STEP}-second steps: peak ${peak.toFixed(1)}, latest ${values[last].toFixed(1)}`,
   );
 }
@@ -114,10 +120,33 @@ function faultsOn(switches) {
   return on.length ? on.join(", ") : "none";
 }
 
-// The count and the chart keep their last values, dimmed, while no fresh ones come.
-function markStale(note) {
+// The count and the chart keep their last values, dimmed, while no fresh ones come; before
+// any count came, there is none to keep, and the note says why there is none yet.
+function markStale(why) {
   document.body.dataset.stale = "true";
+  const note = countShown ? `(the last count known: ${why})` : `(no count yet: ${why})`;
   field(countSection, "note").textContent = note;
+}
+
+// The data tier as primary and replicas: who is primary (the sentinels' view, when there
+// are sentinels), each replica and how far behind it is. A failover shows as the primary
+// changing and the replicas reconnecting.
+function replicationDetails(replication) {
+  if (!replication) return [];
+  const pairs = [["role", replication.role]];
+  const sentinels = replication.sentinels;
+  if (sentinels && sentinels.primary) {
+    pairs.push([
+      "primary",
+      `${sentinels.primary} (${sentinels.flags}; ${sentinels.sentinels} sentinels, quorum ${sentinels.quorum})`,
+    ]);
+  } else if (sentinels) {
+    pairs.push(["sentinels", sentinels.error]);
+  }
+  for (const replica of replication.replicas) {
+    pairs.push(["replica", `${replica.address} ${replica.state}, ${replica.behind} B behind, acked ${replica.lag} s ago`]);
+  }
+  return pairs;
 }
 
 function render(status) {
@@ -130,12 +159,13 @@ function render(status) {
           ["server", data.version],
           ["up for", duration(data.uptime)],
           ["round trip", `${data.latency_ms} ms`],
+          ...replicationDetails(data.replication),
         ]
       : [],
   );
   setTier("app", app.status, app.draining ? "shutting down: finishing the requests in flight" : "");
   setDetails("app", [
-    ["pod", app.hostname],
+    [app.runs_in || "pod", app.hostname],
     ["version", app.version],
     ["worker", `pid ${app.pid}`],
     ["up for", duration(app.uptime)],
@@ -148,13 +178,14 @@ function render(status) {
   if (status.count === null) {
     markStale(
       data.status === "up"
-        ? "(the last count known: the count in Redis is not a number, see the data tier)"
-        : "(the last count known: Redis does not answer)",
+        ? "the count in Redis is not a number, see the data tier"
+        : "Redis does not answer",
     );
   } else {
     countText.textContent = BigInt(status.count).toLocaleString();
     rateText.textContent = status.rate.toFixed(1);
     drawChart(status.history);
+    countShown = true;
     document.body.dataset.stale = "false";
     field(countSection, "note").textContent = "";
   }
@@ -170,7 +201,7 @@ function unreachable(reason) {
   setDetails("data", []);
   setPods("counter", []);
   setPods("poller", []);
-  markStale("(the last count known: the server does not answer)");
+  markStale("the server does not answer");
   announceChanges();
 }
 

@@ -1,0 +1,128 @@
+"""The version in one place: pyproject.toml's. Every image tag of the project's own images
+(kustomize's base, compose, the lessons, READMEs, scripts, tests), the installed package (the
+page shows it) and CHANGELOG.md say the same; scripts/set-version changes them all."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import yaml
+from microservices_common.identity import version as installed_version
+
+ROOT = Path(__file__).resolve().parents[2]
+# `microservices/server:<version>` (or counter, poller), and the shapes naming the three at
+# once: `{server,counter,poller}` in prose, `{service}` in an f-string.
+IMAGE_TAG = re.compile(
+    r"microservices/(?:server|counter|poller|\{[a-z,]+\}):([0-9A-Za-z][0-9A-Za-z.+-]*)"
+)
+COMPOSE_TAG = re.compile(r"\$\{TAG:-([0-9][^}]*)\}")
+# Lesson 14 moves the app to another version on purpose (1.0.1, and 9.9.9 that exists
+# nowhere); tests plant other tags to see a rule bite (set-version still moves their copies
+# of the version, as everywhere).
+OTHER_TAGS_ON_PURPOSE = {
+    "k8s/14-rolling-updates/README.md",
+    "k8s/14-rolling-updates/patches/broken-version.yaml",
+}
+
+
+def held_to_the_version(name: str) -> bool:
+    return name not in OTHER_TAGS_ON_PURPOSE and not name.startswith("tests/")
+
+
+def project_version(root: Path = ROOT) -> str:
+    return tomllib.loads((root / "pyproject.toml").read_text())["project"]["version"]
+
+
+def files(root: Path) -> list[str]:
+    names = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split("\0")
+    return [name for name in names if name and (root / name).is_file()]
+
+
+def mismatches(root: Path = ROOT) -> list[str]:
+    """Every place under root that names a version of the project other than pyproject's."""
+    version = project_version(root)
+    found = []
+    for name in files(root):
+        if not held_to_the_version(name):
+            continue
+        try:
+            text = (root / name).read_text()
+        except UnicodeDecodeError:
+            continue
+        for pattern in (IMAGE_TAG, COMPOSE_TAG):
+            for match in pattern.finditer(text):
+                if match[1] != version:
+                    line = text.count("\n", 0, match.start()) + 1
+                    found.append(f"{name}:{line}: {match[0]} (the version is {version})")
+    base = yaml.safe_load((root / "kustomize/base/kustomization.yaml").read_text())
+    for image in base["images"]:
+        if image["name"].startswith("microservices/") and image["newTag"] != version:
+            found.append(f"kustomize/base/kustomization.yaml: {image['name']} {image['newTag']}")
+    if f"## [{version}]" not in (root / "CHANGELOG.md").read_text():
+        found.append(f"CHANGELOG.md: no '## [{version}]' section")
+    return found
+
+
+def test_every_file_names_pyprojects_version():
+    assert mismatches() == []
+
+
+def test_the_installed_package_is_pyprojects_version():
+    """The page and the User-Agent show this one (`make install` after a change of version)."""
+    assert installed_version() == project_version(), "run make install: it reinstalls .venv"
+
+
+def test_scripts_version_prints_it():
+    out = subprocess.run([ROOT / "scripts/version"], capture_output=True, text=True, check=True)
+    assert out.stdout == project_version() + "\n"
+
+
+def copy_of_the_repository(destination: Path) -> Path:
+    for name in files(ROOT):
+        (destination / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / name, destination / name)
+    subprocess.run(["git", "init", "-q"], cwd=destination, check=True)
+    return destination
+
+
+def test_set_version_rewrites_every_place_and_the_rule_sees_each(tmp_path):
+    copy = copy_of_the_repository(tmp_path)
+    old = project_version(copy)
+    # The rule bites: pyproject alone moved, every other place is a mismatch.
+    pyproject = copy / "pyproject.toml"
+    pyproject.write_text(pyproject.read_text().replace(f'"{old}"', '"9.8.7"', 1))
+    stale = mismatches(copy)
+    for place in ("docker-compose.yml", "kustomize/base/kustomization.yaml", "k8s/", "CHANGELOG"):
+        assert any(p.startswith(place) for p in stale), (place, stale)
+    pyproject.write_text(pyproject.read_text().replace('"9.8.7"', f'"{old}"', 1))
+
+    result = subprocess.run(
+        [sys.executable, copy / "scripts/set-version", "9.8.7"], capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr
+    assert project_version(copy) == "9.8.7"
+    assert mismatches(copy) == []
+    changelog = (copy / "CHANGELOG.md").read_text()
+    assert changelog.index("## [Unreleased]") < changelog.index("## [9.8.7] - ")
+
+
+def test_set_version_refuses_what_is_not_a_version(tmp_path):
+    copy = copy_of_the_repository(tmp_path)
+    before = (copy / "pyproject.toml").read_text()
+    for bad in ("1.1", "v1.1.0", "1.1.0 ", "latest"):
+        result = subprocess.run(
+            [sys.executable, copy / "scripts/set-version", bad], capture_output=True, text=True
+        )
+        assert result.returncode != 0 and "usage: scripts/set-version X.Y.Z" in result.stderr
+    assert (copy / "pyproject.toml").read_text() == before
