@@ -13,14 +13,17 @@ from pathlib import Path
 
 import pytest
 import requests
+from microservices_common.identity import Client
+from microservices_server.store import CLIENTS_KEY
 
 from tests.conftest import API_KEY, make_app
 from tests.readme import run_try_it
-from tests.support import Server, wait_for
+from tests.support import Server, free_port, wait_for
 
 KEY = {"X-API-Key": API_KEY}
 SWITCHES = ["readiness", "liveness", "latency", "errors", "cpu"]
 BROWSER = {"Accept": "text/html,application/xhtml+xml,*/*;q=0.8"}
+COUNTER = {"User-Agent": "microservices-counter/1.0.0 (counter-7c9f-x2kq)"}
 
 
 @pytest.fixture
@@ -241,6 +244,24 @@ def test_the_page_status_shows_the_switches_of_the_pod_that_answered(faulty, cli
     assert client.get("/api/status").get_json()["tiers"]["app"]["faults"] is None
 
 
+def silent_in_redis_for_a_minute(redis_client) -> None:
+    """The counter as Redis last recorded it: a minute ago (stale, unless it is asking)."""
+    seconds, _ = redis_client.time()
+    redis_client.zadd(
+        CLIENTS_KEY, {Client.from_user_agent(COUNTER["User-Agent"]).member: seconds - 60}
+    )
+
+
+def test_a_counter_whose_requests_the_errors_switch_fails_is_retrying(faulty, redis_client):
+    silent_in_redis_for_a_minute(redis_client)
+    assert faulty.get("/api/status").get_json()["tiers"]["counter"]["status"] == "stale"
+    switch_on(faulty, "errors", ratio=1)
+    assert faulty.post("/", json={"increment": 1}, headers=COUNTER).status_code == 500
+    counter = faulty.get("/api/status").get_json()["tiers"]["counter"]
+    assert counter["status"] == "retrying"
+    assert [pod["host"] for pod in counter["pods"]] == ["counter-7c9f-x2kq"]
+
+
 # -- under gunicorn: every worker obeys, a hang holds only the probe, the CPU burner
 
 
@@ -280,6 +301,40 @@ def test_a_switch_turned_on_through_one_worker_holds_in_every_worker(two_workers
         assert readiness.status_code == 503
     event = two_workers.events("fault_on")[0]
     assert event["switch"] == "readiness"
+
+
+@pytest.mark.parametrize("failing", ["errors switch", "redis down"])
+def test_every_worker_says_retrying_of_a_counter_that_asked_one_of_them(
+    redis_url, redis_client, failing
+):
+    if failing == "errors switch":
+        silent_in_redis_for_a_minute(redis_client)
+    else:
+        redis_url = f"redis://127.0.0.1:{free_port()}/0"
+    server = Server(redis_url, FAULTS_ENABLED="true", WEB_CONCURRENCY="2", DRAIN_DELAY="0")
+    try:
+        server.wait_ready()
+        if failing == "errors switch":
+            assert put(server, "errors", ratio=1).status_code == 200
+        # One failed request, on a connection of its own: one worker took it.
+        failed = requests.post(
+            server.url + "/", headers={**COUNTER, "Connection": "close"}, timeout=5
+        )
+        assert failed.status_code == (500 if failing == "errors switch" else 503)
+        pids, statuses = set(), []
+
+        def poll() -> bool:
+            status = requests.get(
+                server.url + "/api/status", headers={"Connection": "close"}, timeout=5
+            ).json()["tiers"]
+            pids.add(status["app"]["pid"])
+            statuses.append(status["counter"]["status"])
+            return len(pids) == 2 and len(statuses) >= 8
+
+        wait_for(poll, what="several answers from both workers")
+        assert set(statuses) == {"retrying"}, statuses
+    finally:
+        server.stop()
 
 
 def test_a_hanging_liveness_holds_the_probe_only_until_switched_off(two_workers):

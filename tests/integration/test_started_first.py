@@ -72,6 +72,7 @@ def test_a_worker_started_before_the_server_says_so_once(command, answered):
         time.sleep(2)  # about ten more ticks or retries, every one refused
         [line] = refusals(worker)
         assert EXPECTED in line and "Errno" not in line and "Error" not in line, line
+        assert "))" not in line, f"one sentence, not parentheses in parentheses: {line}"
 
         server = CountingServer(port)
         try:

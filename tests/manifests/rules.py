@@ -41,3 +41,20 @@ def service_variables(objects: list[dict]) -> set[str]:
 
 def selects(selector: dict, labels: dict) -> bool:
     return all(labels.get(k) == v for k, v in selector.items())
+
+
+# The kinds the rendered manifests may hold that belong to no namespace.
+CLUSTER_SCOPED = {"Namespace", "ClusterRole", "ClusterRoleBinding", "PersistentVolume"}
+
+
+def namespace_problems(objects: list[dict], namespace: str) -> list[str]:
+    """Each namespaced object not in `namespace` (kubectl would put one without any wherever
+    its context points), and the Namespace itself if it is not among them."""
+    problems = [
+        f"{o['kind']} {o['metadata']['name']} in {o['metadata'].get('namespace')!r}"
+        for o in objects
+        if o["kind"] not in CLUSTER_SCOPED and o["metadata"].get("namespace") != namespace
+    ]
+    if not any(o["kind"] == "Namespace" and o["metadata"]["name"] == namespace for o in objects):
+        problems.append(f"no Namespace {namespace}")
+    return problems

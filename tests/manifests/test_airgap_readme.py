@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from tests.manifests.render import OVERLAYS, ROOT, copy_with_prod_secrets
-from tests.manifests.rules import containers, pod_specs
+from tests.manifests.rules import containers, namespace_problems, pod_specs
 
 
 def deploying_blocks() -> list[str]:
@@ -31,9 +31,10 @@ def deploying_blocks() -> list[str]:
     return blocks
 
 
-def run_block(tmp_path, block: str) -> list[str]:
+def run_block(tmp_path, block: str, overlay: str) -> list[str]:
     """The images of what the block applies, run in a copy of the repository's kustomize/
-    (with a prod secrets.env); the copy is checked unchanged."""
+    (with a prod secrets.env); the copy is checked unchanged, and every object is in the
+    namespace of the project's `overlay`."""
     repository = tmp_path / "repository"
     repository.mkdir()
     tree = copy_with_prod_secrets(repository)
@@ -57,12 +58,13 @@ def run_block(tmp_path, block: str) -> list[str]:
     )
     objects = [o for o in yaml.safe_load_all(out.read_text()) if o]
     assert {p: p.read_bytes() for p in tree.rglob("*") if p.is_file()} == before
+    assert namespace_problems(objects, f"microservices-{overlay}") == []
     return sorted({c["image"] for _, _, s in pod_specs(objects) for c in containers(s)})
 
 
 def test_the_air_gapped_snippet_renders_without_editing_a_tracked_file(tmp_path):
     [block] = [b for b in deploying_blocks() if "local-images" in b]
-    images = run_block(tmp_path, block)
+    images = run_block(tmp_path, block, "dev")
     assert "microservices-airgap/valkey:9.1-forky" in images
     assert not any(i.startswith("valkey/") for i in images)
 
@@ -71,7 +73,7 @@ def test_the_air_gapped_snippet_renders_without_editing_a_tracked_file(tmp_path)
 def test_the_registry_snippet_points_every_overlay_at_the_registry(tmp_path, overlay):
     [block] = [b for b in deploying_blocks() if "make push" in b]
     assert "overlays/prod" in block
-    images = run_block(tmp_path, block.replace("overlays/prod", f"overlays/{overlay}"))
+    images = run_block(tmp_path, block.replace("overlays/prod", f"overlays/{overlay}"), overlay)
     pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
     version = pyproject["project"]["version"]
     app = [i for i in images if "valkey" not in i]

@@ -175,6 +175,8 @@ def test_the_overlays_size_maxmemory_to_their_limit(rendered, overlay, maxmemory
     settings = redis_settings(redis, read_file)
     assert settings["maxmemory"] == maxmemory
     assert settings["maxmemory-policy"] == "volatile-ttl"
+    # Sampled eviction: 10 keys, not the default 5, keep the young records (README, measured).
+    assert settings["maxmemory-samples"] == "10"
     assert settings["dir"] == "/data"  # the includes were followed, not just the first file
 
 

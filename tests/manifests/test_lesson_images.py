@@ -14,9 +14,15 @@ from tests.manifests.render import LESSONS, ROOT, lesson_objects
 from tests.manifests.rules import containers, pod_specs
 
 SECTION = "## Images, with or without a registry"
-# Lesson 14's broken update names a tag that exists nowhere, on purpose; its second version is
-# built by the lesson itself (checked below).
-NOT_LOADED = {"microservices/server:9.9.9", "microservices/server:1.0.1"}
+# Lesson 14's broken update names a tag that exists nowhere, on purpose; its second version
+# (one patch above the project's: scripts/set-version keeps it there) is built by the lesson
+# itself (checked below).
+VERSION = subprocess.run(
+    [ROOT / "scripts/version"], capture_output=True, text=True, check=True
+).stdout.strip()
+MAJOR_MINOR, PATCH = VERSION.rsplit(".", 1)
+SECOND_VERSION = f"{MAJOR_MINOR}.{int(PATCH) + 1}"
+NOT_LOADED = {"microservices/server:9.9.9", f"microservices/server:{SECOND_VERSION}"}
 
 
 def section_commands() -> list[list[str]]:
@@ -77,6 +83,7 @@ def test_lesson_14s_second_version_is_the_image_compose_builds_with_that_tag():
     readme = (ROOT / "k8s/14-rolling-updates/README.md").read_text()
     build = re.search(r"^TAG=(\S+) docker compose build server ", readme, re.MULTILINE)
     assert build, "lesson 14 builds its second version with compose"
+    assert build.group(1) == SECOND_VERSION, "one patch above the version: never a downgrade"
     config = subprocess.run(
         ["docker", "compose", "config", "--format", "json"],
         cwd=ROOT,

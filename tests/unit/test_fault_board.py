@@ -51,7 +51,7 @@ def test_a_reader_sees_only_what_a_writer_wrote_whole():
 
 
 def die_holding_the_lock(board: FaultBoard) -> None:
-    fcntl.lockf(board._fd, fcntl.LOCK_EX)
+    fcntl.lockf(board._shared.fd, fcntl.LOCK_EX)
     board._memory[0] |= 1  # half-way through a write: the sequence number odd
     os.kill(os.getpid(), signal.SIGKILL)
 

@@ -11,6 +11,7 @@ import sys
 import tomllib
 from pathlib import Path
 
+import pytest
 import yaml
 from microservices_common.identity import version as installed_version
 
@@ -21,21 +22,25 @@ IMAGE_TAG = re.compile(
     r"microservices/(?:server|counter|poller|\{[a-z,]+\}):([0-9A-Za-z][0-9A-Za-z.+-]*)"
 )
 COMPOSE_TAG = re.compile(r"\$\{TAG:-([0-9][^}]*)\}")
-# Lesson 14 moves the app to another version on purpose (1.0.1, and 9.9.9 that exists
-# nowhere); tests plant other tags to see a rule bite (set-version still moves their copies
-# of the version, as everywhere).
-OTHER_TAGS_ON_PURPOSE = {
-    "k8s/14-rolling-updates/README.md",
-    "k8s/14-rolling-updates/patches/broken-version.yaml",
-}
+# Lesson 14 moves the app to another version on purpose: its second version, one patch above
+# the version (set-version moves it along), and 9.9.9 that exists nowhere. Tests plant other
+# tags to see a rule bite (set-version still moves their copies of the version, as everywhere).
+SECOND_VERSION_LESSON = "k8s/14-rolling-updates/README.md"
+BROKEN_VERSION = "k8s/14-rolling-updates/patches/broken-version.yaml"
 
 
 def held_to_the_version(name: str) -> bool:
-    return name not in OTHER_TAGS_ON_PURPOSE and not name.startswith("tests/")
+    return name not in (SECOND_VERSION_LESSON, BROKEN_VERSION) and not name.startswith("tests/")
 
 
 def project_version(root: Path = ROOT) -> str:
     return tomllib.loads((root / "pyproject.toml").read_text())["project"]["version"]
+
+
+def second_version(version: str) -> str:
+    """Lesson 14's second version: one patch above `version`, never a downgrade."""
+    major, minor, patch = version.split(".")
+    return f"{major}.{minor}.{int(patch) + 1}"
 
 
 def files(root: Path) -> list[str]:
@@ -65,6 +70,11 @@ def mismatches(root: Path = ROOT) -> list[str]:
                 if match[1] != version:
                     line = text.count("\n", 0, match.start()) + 1
                     found.append(f"{name}:{line}: {match[0]} (the version is {version})")
+    lesson = (root / SECOND_VERSION_LESSON).read_text()
+    second = second_version(version)
+    for tag in [m[1] for m in IMAGE_TAG.finditer(lesson)] + re.findall(r"\bTAG=(\S+)", lesson):
+        if tag not in (second, "9.9.9"):  # 9.9.9: the broken update's, nowhere
+            found.append(f"{SECOND_VERSION_LESSON}: {tag} (the second version is {second})")
     base = yaml.safe_load((root / "kustomize/base/kustomization.yaml").read_text())
     for image in base["images"]:
         if image["name"].startswith("microservices/") and image["newTag"] != version:
@@ -117,12 +127,59 @@ def test_set_version_rewrites_every_place_and_the_rule_sees_each(tmp_path):
     assert changelog.index("## [Unreleased]") < changelog.index("## [9.8.7] - ")
 
 
+def set_version(copy: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, copy / "scripts/set-version", *args], capture_output=True, text=True
+    )
+
+
+def contents(root: Path) -> dict[Path, bytes]:
+    return {p: p.read_bytes() for p in root.rglob("*") if p.is_file() and ".git" not in p.parts}
+
+
 def test_set_version_refuses_what_is_not_a_version(tmp_path):
     copy = copy_of_the_repository(tmp_path)
-    before = (copy / "pyproject.toml").read_text()
-    for bad in ("1.1", "v1.1.0", "1.1.0 ", "latest"):
-        result = subprocess.run(
-            [sys.executable, copy / "scripts/set-version", bad], capture_output=True, text=True
-        )
-        assert result.returncode != 0 and "usage: scripts/set-version X.Y.Z" in result.stderr
-    assert (copy / "pyproject.toml").read_text() == before
+    before = contents(copy)
+    for bad in ("1.1", "v1.1.0", "1.1.0 ", "latest", "01.1.0", "1.01.0", "1.1.00"):
+        result = set_version(copy, bad)
+        assert result.returncode != 0 and "usage: scripts/set-version" in result.stderr, bad
+    assert contents(copy) == before
+
+
+def test_set_version_goes_back_only_with_force_and_moves_the_second_version_along(tmp_path):
+    copy = copy_of_the_repository(tmp_path)
+    old = project_version(copy)
+    # One patch up: the version takes the second version's place, which moves on one more.
+    assert set_version(copy, second_version(old)).returncode == 0
+    assert mismatches(copy) == []
+    assert set_version(copy, "9.8.7").returncode == 0
+    assert "microservices/server:9.8.8" in (copy / SECOND_VERSION_LESSON).read_text()
+    before = contents(copy)
+    refused = set_version(copy, "9.8.6")
+    assert refused.returncode == 1
+    assert (
+        refused.stderr == "set-version: 9.8.6 is lower than the current 9.8.7; --force to go back\n"
+    )
+    assert contents(copy) == before
+    # One patch down, then back to where it was: the second version stays one patch above.
+    for version in ("9.8.6", old):
+        assert set_version(copy, "--force", version).returncode == 0
+        assert project_version(copy) == version
+        assert mismatches(copy) == [], version
+
+
+@pytest.mark.parametrize("broken", ["no Unreleased section", "no git checkout"])
+def test_set_version_stops_before_writing_anything(tmp_path, broken):
+    copy = copy_of_the_repository(tmp_path)
+    if broken == "no Unreleased section":
+        changelog = copy / "CHANGELOG.md"
+        changelog.write_text(changelog.read_text().replace("## [Unreleased]", "## Unreleased"))
+        said = "CHANGELOG.md has no '## [Unreleased]' section"
+    else:
+        shutil.rmtree(copy / ".git")
+        said = "is not a git checkout"
+    before = contents(copy)
+    result = set_version(copy, "9.8.7")
+    assert result.returncode == 1 and said in result.stderr
+    assert "Traceback" not in result.stderr
+    assert contents(copy) == before

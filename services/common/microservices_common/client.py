@@ -124,7 +124,8 @@ def send(
 
 
 # Expected when the workers start first (README, "Without containers"): said once.
-REFUSED_AT_START = "connection refused (the server is not up yet; said once until it answers)"
+# One clause, no parentheses: the counter's line puts it in its own.
+REFUSED_AT_START = "connection refused: the server is not up yet, said once until it answers"
 
 
 def describe(exc: BaseException, session: Session) -> tuple[str, int]:

@@ -94,6 +94,15 @@ def caller(headers: Headers) -> str | None:
     return client.member if client else None
 
 
+@bp.before_request
+def note_asking_client() -> None:
+    """Before anything can fail (a fault switch, Redis, validation): a counter or poller whose
+    requests fail is still asking, and the page calls it "retrying" (seen.py)."""
+    client = caller(request.headers)
+    if client is not None:
+        runtime().seen.asked(client)
+
+
 @bp.get("/")
 def read_count():
     # A browser gets the live page (no Redis needed); every API client gets the count.
@@ -101,8 +110,6 @@ def read_count():
         return page.page()
     state = runtime()
     client = caller(request.headers)
-    if client is not None:
-        state.seen.asked(client)  # before Redis: a poller whose reads fail is still polling
     count = redis_call("get", state.store.get)
     if client is not None:
         state.seen.note(client)  # for the page; written off this request's path (seen.py)
@@ -117,8 +124,6 @@ def increment():
     body = request_body(req, state.settings.max_body_bytes)
     amount = parse_increment(body, req.content_type, state.settings.max_increment)
     client = caller(req.headers)
-    if client is not None:
-        state.seen.asked(client)  # before Redis: a counter whose increments fail is retrying
     try:
         result = redis_call("increment", lambda: state.store.increment(amount, key, client))
     except CounterOverflow:

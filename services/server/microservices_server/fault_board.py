@@ -1,31 +1,28 @@
 """The fault switches' state, shared by every gunicorn worker of a pod (see faults.py).
 
 A switch turned on through one worker must hold for the others too (a Service spreads the
-probes and requests over them), so the state lives in shared memory (an in-memory file,
-memfd) that the gunicorn master makes before it forks the workers, like the drain flag
-(lifecycle.py). Nothing on disk, no Redis: a switch must work while Redis is down, and a
-restarted container starts with every switch off.
+probes and requests over them), so the state lives in memory every worker of the pod shares
+(pod_memory.py): a switch works while Redis is down, and a restarted container starts with
+every switch off.
 
 Each switch is one fixed record: a sequence number, the time it turns itself off (the
 system-wide CLOCK_MONOTONIC, the same in every process; 0 = off) and two numbers whose
 meaning is the switch's own. Readers take no lock: they read the sequence number, the record,
 and the sequence number again, and read again if it changed or was odd (a writer was in
-between: a seqlock), so the request path never waits on another process. Writers take a lock
-the kernel releases if its holder dies (a POSIX record lock on the memory's own file), and
-one of their process's own for its threads.
+between: a seqlock), so the request path never waits on another process. Writers take the
+memory's lock, which no dead worker can keep.
 
 Light on purpose: the gunicorn master imports this module (no Flask, no Redis).
 """
 
 from __future__ import annotations
 
-import fcntl
-import mmap
 import os
 import struct
-import threading
 import time
 from dataclasses import dataclass
+
+from .pod_memory import PodMemory
 
 SWITCHES = ("readiness", "liveness", "latency", "errors", "cpu")
 # A record: the sequence number, then until (monotonic seconds) and two parameters. Native
@@ -51,12 +48,8 @@ OFF = SwitchState(on=False)
 
 class FaultBoard:
     def __init__(self) -> None:
-        # Memory with a file of its own: shared (MAP_SHARED) by every process forked after
-        # this, and a file for the writers' lock.
-        self._fd = os.memfd_create("fault-board")
-        os.ftruncate(self._fd, _RECORD_SIZE * len(SWITCHES))
-        self._memory = mmap.mmap(self._fd, _RECORD_SIZE * len(SWITCHES))
-        self._threads_lock = threading.Lock()
+        self._shared = PodMemory("fault-board", _RECORD_SIZE * len(SWITCHES))
+        self._memory = self._shared.memory
         # Whose board: the gunicorn master's pid (the burners it names carry it).
         self.owner = os.getpid()
 
@@ -88,17 +81,13 @@ class FaultBoard:
         what it was just before (one change at a time, whichever worker makes it)."""
         until = time.monotonic() + seconds if seconds > 0 else 0.0
         offset = self._offset(switch)
-        with self._threads_lock:
-            fcntl.lockf(self._fd, fcntl.LOCK_EX)  # nothing in here yields or waits
-            try:
-                before = self.read(switch)
-                # Odd while writing (also if a writer died half-way: `| 1` keeps it odd).
-                sequence = _SEQUENCE.unpack_from(self._memory, offset)[0] | 1
-                _SEQUENCE.pack_into(self._memory, offset, sequence)
-                _DATA.pack_into(self._memory, offset + _SEQUENCE.size, until, first, second)
-                _SEQUENCE.pack_into(self._memory, offset, sequence + 1)
-            finally:
-                fcntl.lockf(self._fd, fcntl.LOCK_UN)
+        with self._shared.locked() as memory:
+            before = self.read(switch)
+            # Odd while writing (also if a writer died half-way: `| 1` keeps it odd).
+            sequence = _SEQUENCE.unpack_from(memory, offset)[0] | 1
+            _SEQUENCE.pack_into(memory, offset, sequence)
+            _DATA.pack_into(memory, offset + _SEQUENCE.size, until, first, second)
+            _SEQUENCE.pack_into(memory, offset, sequence + 1)
         return before
 
 

@@ -30,7 +30,7 @@ import tempfile
 import threading
 from pathlib import Path
 
-from .fault_board import make_shared_board
+from . import asked_board, fault_board
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
@@ -76,7 +76,9 @@ def on_starting(server) -> None:
     global _shared_flag
     _shared_flag = DrainFlag()
     # The fault switches every worker reads (made whether or not FAULTS_ENABLED: 128 bytes).
-    make_shared_board()
+    fault_board.make_shared_board()
+    # When each support-tier client last asked the pod (the page's "retrying"; seen.py).
+    asked_board.make_shared_board()
     _prepare_metrics_dir(server)
 
 

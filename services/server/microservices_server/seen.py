@@ -9,9 +9,10 @@ meanwhile in one script call. A write that fails is logged and dropped; the next
 client notes it again. The page calls a client "stale" only after CLIENT_STALE_AFTER (10 s),
 so a second's delay never shows.
 
-Each process also keeps, in memory, when each client last asked it anything, answered or not
-(asked()): a counter whose increments fail (Redis away, a fault switch) is never recorded in
-Redis, yet it is working, and the page calls it "retrying" rather than "stale".
+The pod also keeps, in memory every worker shares (asked_board.py), when each client last
+asked it anything, answered or not (asked(), called before any fault switch or Redis call): a
+counter whose increments fail (Redis away, a fault switch) is never recorded in Redis, yet it
+is working, and the page calls it "retrying" rather than "stale", whichever worker answers.
 """
 
 from __future__ import annotations
@@ -24,12 +25,18 @@ from collections.abc import Callable
 import redis
 from microservices_common.logs import log_event
 
+from .asked_board import AskedBoard
+
 log = logging.getLogger("server")
 
 
 class ClientsSeen:
     def __init__(
-        self, record: Callable[[list[str]], None], every: float = 1.0, max_pending: int = 100
+        self,
+        record: Callable[[list[str]], None],
+        asked: AskedBoard,
+        every: float = 1.0,
+        max_pending: int = 100,
     ):
         self._record = record  # CounterStore.record_seen
         self.every = every
@@ -38,17 +45,23 @@ class ClientsSeen:
         self._pending: set[str] = set()
         self._wake = threading.Condition()
         self._thread: threading.Thread | None = None
-        self._asked: dict[str, float] = {}  # client -> when it last asked (wall clock)
+        self._asked = asked  # the pod's, shared by its workers
+        self._marked: dict[str, float] = {}  # client -> when this process last marked it
 
     def asked(self, client: str) -> None:
-        """Remember that `client` asked this process something just now, whatever the answer.
+        """Remember that `client` asked this pod something just now, whatever the answer: on
+        the pod's board at most once every `every` s per process (the page reads seconds).
         Bounded like the pending set: an invented User-Agent more is dropped, a known one kept."""
-        if client in self._asked or len(self._asked) < self.max_pending:
-            self._asked[client] = time.time()  # one dict store: safe across threads
+        now = time.time()
+        if client not in self._marked and len(self._marked) >= self.max_pending:
+            return
+        if now - self._marked.get(client, 0.0) >= self.every:
+            self._marked[client] = now  # one dict store: safe across threads
+            self._asked.mark(client, now)
 
     def asked_since(self, since: float) -> dict[str, float]:
-        """The clients that asked this process something since `since` (wall clock)."""
-        return {c: at for c, at in list(self._asked.items()) if at >= since}
+        """The clients that asked any worker of this pod something since `since`."""
+        return self._asked.since(since)
 
     def note(self, client: str) -> None:
         """Remember that `client` read the count; it is written within about `every` s."""
