@@ -1,6 +1,7 @@
 """The highly available data tier (docker-compose.ha.yml), proven by the counter's ledger:
-the primary is killed, then frozen, while counting; every increment the server acknowledged
-is in the count once (README, "High availability").
+the primary is killed, frozen or restarted at once while counting, and the whole stack is
+restarted after a failover; every increment the server acknowledged is in the count once
+(README, "High availability").
 
 A compose project of its own, next to the suite's (the `backend` fixture), on its own port.
 Each scenario prints what it measured (failover seconds), which the README's table reports.
@@ -8,6 +9,7 @@ Each scenario prints what it measured (failover seconds), which the README's tab
 
 from __future__ import annotations
 
+import os
 import time
 
 import pytest
@@ -17,21 +19,22 @@ from tests.e2e.backends import ComposeBackend, run
 from tests.e2e.test_scenarios import count, json_lines, ledger, printed_counts, readiness
 from tests.support import wait_for
 
-# The nodes' fixed addresses (docker-compose.ha.yml, HA_SUBNET unset): the sentinels name
-# the primary by its address.
+# The nodes' fixed addresses (docker-compose.ha.yml): the sentinels name the primary by its
+# address. A second checkout sets HA_SUBNET (and E2E_COMPOSE_PROJECT) apart, as it would
+# for its own stack.
+SUBNET = os.environ.get("HA_SUBNET") or "172.28.57"
 NODES = {
-    "172.28.57.10": "redis",
-    "172.28.57.11": "redis-replica-1",
-    "172.28.57.12": "redis-replica-2",
+    f"{SUBNET}.10": "redis",
+    f"{SUBNET}.11": "redis-replica-1",
+    f"{SUBNET}.12": "redis-replica-2",
 }
+PROJECT = (os.environ.get("E2E_COMPOSE_PROJECT") or "microservices-e2e") + "-ha"
 PASSWORD = "e2e-redis-password"  # ComposeBackend's
 
 
 @pytest.fixture(scope="module")
 def ha(request):
-    backend = ComposeBackend(
-        project="microservices-e2e-ha", files=("docker-compose.yml", "docker-compose.ha.yml")
-    )
+    backend = ComposeBackend(project=PROJECT, files=("docker-compose.yml", "docker-compose.ha.yml"))
     try:
         backend.start()
         yield backend
@@ -185,6 +188,53 @@ def test_primary_frozen_then_thawed_acknowledges_nothing_it_then_loses(ha):
     sums = watch.ledger_adds_up()
     print(f"\ndocker pause of the primary: {seen}; ledger {sums}")
     assert sums["gained"] == sums["counter_acknowledged"]  # 0 lost, 0 doubled
+
+
+def test_primary_restarted_at_once_waits_for_the_failover_and_loses_nothing(ha):
+    """`docker restart -t 0`: the primary is killed and back before the sentinels noticed.
+    Still named the primary, it waits for the failover (valkey-ha.sh) and rejoins as a
+    replica, rather than hand the replicas its own data."""
+    watch = Watch(ha)
+    old = primary(ha)
+    restarted_at = time.monotonic()
+    run(["docker", "restart", "--time", "0", container_id(ha, old)])
+    seen = watch.failover(old, restarted_at)
+    watch.counting_resumes()
+    wait_for(lambda: role(ha, old) == "slave", 90, 0.5, f"{old} to rejoin as a replica")
+    assert "still named the primary; waiting for a failover" in ha.logs(old)
+    sums = watch.ledger_adds_up()
+    print(f"\ndocker restart -t 0 of the primary: {seen}; ledger {sums}")
+    assert sums["gained"] == sums["counter_acknowledged"]
+
+
+def fail_over(ha) -> str:
+    """A failover on demand (SENTINEL FAILOVER): the new primary, once the old follows it."""
+    old = primary(ha)
+    valkey(ha, "sentinel-1", "SENTINEL", "FAILOVER", "mymaster", port=26379)
+    wait_for(lambda: primary(ha) not in (old, ""), 60, 0.5, "the sentinels to fail over")
+    wait_for(lambda: role(ha, old) == "slave", 60, 0.5, f"{old} to follow the new primary")
+    return primary(ha)
+
+
+def test_a_restart_of_the_whole_stack_keeps_the_current_primary_and_the_count(ha):
+    """After a failover, `down` (volumes kept) and `up`: the sentinels remember which node is
+    primary now, so the first one (`redis`) does not come back as primary with older data."""
+    current = fail_over(ha)
+    if current == "redis":  # the first primary: one more, and it is another node
+        current = fail_over(ha)
+    watch = Watch(ha)
+    watch.ledger_adds_up()
+    ha.compose("stop", "counter")
+    before = count(ha)
+    ha.compose("down", "--timeout", "30")  # no --volumes: the data and what sentinels learnt
+    ha.start()
+    assert primary(ha) == current
+    assert [role(ha, node) for node in NODES.values()].count("master") == 1
+    wait_for(lambda: len(ledger(ha)) >= 3, 60, 0.5, "the counter to count again")
+    ha.compose("stop", "counter")
+    acknowledged = sum(e["increment"] for e in ledger(ha))  # the new counter's, since the up
+    assert count(ha) == before + acknowledged
+    ha.compose("start", "counter")
 
 
 def test_the_page_status_shows_the_primary_and_its_replicas(ha):

@@ -28,7 +28,11 @@ IMAGE = re.compile(
 UNTAGGED = re.compile(r"\bimage:\s*[\"']?((?:\w[\w.-]*/)*(?:redis|valkey|keydb))[\"']?\s*$")
 NOT_SCANNED = {"tests/manifests/test_data_tier_image.py"}
 # Where kustomize sets the tag (from the images: list that pinned_image() reads).
-TAGGED_BY_KUSTOMIZE = {"kustomize/base/data-tier/deployment.yaml": "valkey/valkey"}
+TAGGED_BY_KUSTOMIZE = {
+    "kustomize/base/data-tier/deployment.yaml": "valkey/valkey",
+    # Replaced by the base's data-tier image (components/redis-ha/same-image).
+    "kustomize/components/redis-ha/statefulset.yaml": "valkey/valkey",
+}
 
 
 def pinned_image() -> str:

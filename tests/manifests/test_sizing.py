@@ -10,6 +10,7 @@ The sum, from each overlay as rendered (README, "What is guaranteed"):
 from __future__ import annotations
 
 import copy
+import shutil
 from functools import partial
 
 import pytest
@@ -19,11 +20,12 @@ from tests.manifests.hardening import (
     is_redis,
     is_server,
     k8s_bytes,
+    redis_argv,
     redis_bytes,
     redis_settings,
     setting,
 )
-from tests.manifests.render import OVERLAYS
+from tests.manifests.render import OVERLAYS, ROOT, render_combination
 from tests.manifests.rules import containers, pod_specs
 
 # One server worker on one CPU, POST with a fresh Idempotency-Key: 3,541 requests/s (README,
@@ -65,6 +67,8 @@ def sizing_problems(where: str, objects: list[dict]) -> list[str]:
     problems = []
     for _, _, spec in pod_specs(objects):
         for c in (c for c in containers(spec) if is_redis(c)):
+            if "--sentinel" in redis_argv(c):
+                continue  # a sentinel (components/redis-ha) holds no data
             settings = redis_settings(c, partial(configmap_file, c, spec, objects))
             maxmemory = redis_bytes(settings["maxmemory"])
             if maxmemory < need:
@@ -80,6 +84,14 @@ def sizing_problems(where: str, objects: list[dict]) -> list[str]:
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_maxmemory_holds_the_overlays_peak(rendered, overlay):
     assert sizing_problems(overlay, rendered[overlay]) == []
+
+
+def test_each_node_of_redis_ha_holds_the_bases_peak(tmp_path):
+    """components/redis-ha's nodes run on their own data.conf: the same sum holds for them."""
+    shutil.copytree(ROOT / "kustomize", tmp_path / "kustomize")
+    objects = render_combination(tmp_path / "kustomize", ("redis-ha",))
+    assert any(o["kind"] == "StatefulSet" for o in objects)
+    assert sizing_problems("base+redis-ha", objects) == []
 
 
 def test_the_prod_peak_is_six_pods_at_one_cpu(rendered):

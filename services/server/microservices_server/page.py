@@ -81,6 +81,9 @@ class Reading:
     snapshot: Snapshot | None
     error: str = ""
     latency_ms: float = 0.0
+    # Without a snapshot (the primary does not answer), what the sentinels say: a failover
+    # under way shows (None without REDIS_SENTINELS).
+    sentinels: dict | None = None
 
 
 class Snapshots:
@@ -107,14 +110,15 @@ class Snapshots:
             if latest is not None and time.monotonic() - latest.taken < self.fresh_for:
                 return latest  # read by the thread we waited for
             started = time.perf_counter()
-            snapshot, error = None, ""
+            snapshot, error, sentinels = None, "", None
             try:
                 snapshot = store.snapshot()
             except redis.RedisError as exc:
                 on_error()
                 error = f"{type(exc).__name__}: {exc}"
+                sentinels = store.sentinel_view()
             latency = round((time.perf_counter() - started) * 1000, 1)
-            self._latest = Reading(time.monotonic(), snapshot, error, latency)
+            self._latest = Reading(time.monotonic(), snapshot, error, latency, sentinels)
             return self._latest
         finally:
             self._lock.release()
@@ -142,12 +146,15 @@ def status_body() -> dict:
     stale_after = state.settings.client_stale_after
     asked = state.seen.asked_since(time.time() - stale_after)
     if snapshot is None:
+        data_tier = {"status": "down", "reason": reading.error}
+        if reading.sentinels is not None:  # what the sentinels say: a failover under way?
+            data_tier["replication"] = {"role": "", "replicas": [], "sentinels": reading.sentinels}
         return {
             "count": None,
             "rate": None,
             "history": None,
             "tiers": {
-                "data": {"status": "down", "reason": reading.error},
+                "data": data_tier,
                 "app": app_tier,
                 **{kind: asking_while_redis_is_down(kind, asked) for kind in ("counter", "poller")},
             },

@@ -1,17 +1,28 @@
 """Finding the primary through Sentinel: REDIS_SENTINELS and REDIS_MASTER_NAME.
 
 With REDIS_SENTINELS set, the data tier is one primary and its replicas, watched by Sentinel,
-which promotes a replica when the primary is gone. The server asks the sentinels which node is
-the primary whenever it opens a connection, and redis-py's SentinelConnectionPool drops its
+which promotes a replica when the primary is gone. redis-py asks the sentinels which node is
+the primary whenever it opens a connection, and its SentinelConnectionPool drops its
 connections when that answer changes, or when the node it writes to turns out to be a replica
-now (READONLY: a failover it has not heard of yet). So no address is cached past a failover.
+now (READONLY: a failover it has not heard of yet).
+
+That is not enough when the old primary is cut off from the sentinels and the replicas but not
+from the server: the sentinels promote a replica, the old node never hears of it, and the
+server's open connections would keep writing to it (every write refused: NOREPLICAS, or no
+replica to confirm it) and reading a count that no longer moves, with nothing to make redis-py
+ask again. So each worker also asks the sentinels once a second (PrimaryWatch), readiness asks
+them before its PING, and so does a write that no replica confirmed: when the answer changed,
+the pool drops the connections to the old node. No address is cached past a failover.
 
 Unset, none of this is used: the server talks to REDIS_URL exactly as it always did.
 """
 
 from __future__ import annotations
 
+import contextlib
 import re
+import threading
+from collections.abc import Callable
 
 from microservices_common.config import ConfigError
 
@@ -79,3 +90,29 @@ def sentinel_class():
             )
 
     return ExplainedSentinel
+
+
+class PrimaryWatch:
+    """Calls `check` (CounterStore.check_primary) every `every` seconds in a background thread
+    (a greenlet under gevent), started on first use: in each gunicorn worker, after the fork.
+    A check that fails is left to readiness and the requests to report: they ask too."""
+
+    def __init__(self, check: Callable[[], object], every: float = 1.0):
+        self.check = check
+        self.every = every
+        self._stopped = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        if self._thread is None and not self._stopped.is_set():
+            self._thread = threading.Thread(target=self._run, name="primary-watch", daemon=True)
+            self._thread.start()
+
+    def stop(self) -> None:
+        self._stopped.set()
+
+    def _run(self) -> None:
+        while not self._stopped.wait(self.every):
+            # A failure is reported by readiness and the requests, which ask too.
+            with contextlib.suppress(Exception):
+                self.check()

@@ -7,6 +7,7 @@ recorded without its increment (or the other way round).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import re
 import select
@@ -20,7 +21,7 @@ from redis.exceptions import NoScriptError
 from redis.retry import Retry
 from redis.sentinel import SentinelManagedConnection
 
-from .sentinel import sentinel_class
+from .sentinel import PrimaryWatch, sentinel_class
 from .settings import Settings
 
 # One hash tag, {microservices}, for every key: Redis Cluster puts them in one slot, so the
@@ -279,6 +280,14 @@ def primary_through_sentinels(settings: Settings, **options) -> redis.Redis:
     )
 
 
+def answering(replica: dict) -> bool:
+    """A replica, as a sentinel sees it (SENTINEL REPLICAS), that it has heard from (a run
+    id, from its INFO) and does not see down. The old primary, listed as a replica the moment
+    a failover ends, has neither until it is back: it is not seen down for a while yet."""
+    seen_down = replica["is_sdown"] or replica["is_odown"] or replica["is_disconnected"]
+    return bool(replica.get("runid")) and not seen_down
+
+
 class CounterStore:
     def __init__(
         self,
@@ -295,6 +304,9 @@ class CounterStore:
         self.wait_timeout = wait_timeout
         self._seen = Script(client, SEEN_SCRIPT)
         self._increment = Script(client, INCREMENT_SCRIPT, run=self._acknowledged)
+        # With REDIS_SENTINELS: the sentinels asked once a second (sentinel.py says why).
+        sentinels = getattr(client.connection_pool, "sentinel_manager", None)
+        self._watch = PrimaryWatch(self.check_primary) if sentinels is not None else None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> CounterStore:
@@ -328,10 +340,35 @@ class CounterStore:
             settings.redis_wait_timeout,
         )
 
+    def check_primary(self) -> None:
+        """With REDIS_SENTINELS: ask the sentinels which node is the primary now and, when it
+        changed, drop the connections to the old one (idle ones at once, busy ones when they
+        come back to the pool). A redis error (MasterNotFoundError) when none names one."""
+        if self._watch is not None:
+            self._watch.start()
+            self.redis.connection_pool.get_master_address()
+
+    def _recheck_after(self, exc: Exception) -> None:
+        """After a write refused or unconfirmed: perhaps the node is no primary any more."""
+        refused = isinstance(exc, redis.ReadOnlyError) or str(exc).startswith("NOREPLICAS")
+        if self._watch is not None and (refused or isinstance(exc, NotReplicated)):
+            # No primary named: the next request, or readiness, says so.
+            with contextlib.suppress(redis.RedisError):
+                self.check_primary()
+
     def _acknowledged(self, *command):
         """Run a write command; with REDIS_WAIT_REPLICAS, followed by WAIT in the same round
         trip and on the same connection (WAIT counts the writes of its own connection only),
         and NotReplicated unless enough replicas confirmed it in time."""
+        if self._watch is not None:
+            self._watch.start()
+        try:
+            return self._write(*command)
+        except (redis.ResponseError, NotReplicated) as exc:
+            self._recheck_after(exc)
+            raise
+
+    def _write(self, *command):
         if not self.wait_replicas:
             return self.redis.execute_command(*command)
         pipe = self.redis.pipeline(transaction=False)
@@ -347,6 +384,8 @@ class CounterStore:
 
     def get(self) -> int:
         """The count: one plain GET, which a paused primary or a read-only replica serves."""
+        if self._watch is not None:
+            self._watch.start()
         try:
             reply = self.redis.get(COUNT_KEY)
         except redis.ResponseError as exc:
@@ -411,8 +450,12 @@ class CounterStore:
         )
 
     def sentinel_view(self) -> dict | None:
-        """What the first sentinel that answers says of the primary (SENTINEL MASTER): None
-        without REDIS_SENTINELS. A sentinel that cannot be reached is skipped."""
+        """What the first sentinel that answers says of the primary (SENTINEL MASTER and
+        SENTINEL REPLICAS): None without REDIS_SENTINELS. A sentinel that cannot be reached is
+        skipped. `flags` as Sentinel gives them: s_down (this sentinel sees it down), o_down
+        (a quorum does), failover_in_progress. `replicas` counts those the sentinel hears
+        from; the others, among them the old primary after a failover until it is back, are
+        `replicas_down`."""
         pool = self.redis.connection_pool
         sentinels = getattr(pool, "sentinel_manager", None)
         if sentinels is None:
@@ -420,12 +463,15 @@ class CounterStore:
         for sentinel in sentinels.sentinels:
             try:
                 state = sentinel.sentinel_master(pool.service_name)
+                replicas = sentinel.sentinel_slaves(pool.service_name)
             except redis.RedisError:
                 continue
+            up = sum(1 for replica in replicas if answering(replica))
             return {
                 "primary": f"{state['ip']}:{state['port']}",
                 "flags": state["flags"],
-                "replicas": state["num-slaves"],
+                "replicas": up,
+                "replicas_down": len(replicas) - up,
                 "sentinels": state["num-other-sentinels"] + 1,
                 "quorum": state["quorum"],
             }
@@ -436,8 +482,12 @@ class CounterStore:
         return 0
 
     def ping(self) -> None:
-        """Raise a redis error unless Redis answers PING."""
+        """Raise a redis error unless Redis answers PING; with REDIS_SENTINELS, unless the
+        node the sentinels name the primary now answers it."""
+        self.check_primary()
         self.redis.ping()
 
     def close(self) -> None:
+        if self._watch is not None:
+            self._watch.stop()
         self.redis.close()

@@ -133,12 +133,15 @@ function markStale(why) {
 // changing and the replicas reconnecting.
 function replicationDetails(replication) {
   if (!replication) return [];
-  const pairs = [["role", replication.role]];
+  // No role while the primary does not answer: the sentinels' view (a failover) still shows.
+  const pairs = replication.role ? [["role", replication.role]] : [];
   const sentinels = replication.sentinels;
   if (sentinels && sentinels.primary) {
+    const down = sentinels.replicas_down ? `, ${sentinels.replicas_down} down` : "";
     pairs.push([
       "primary",
-      `${sentinels.primary} (${sentinels.flags}; ${sentinels.sentinels} sentinels, quorum ${sentinels.quorum})`,
+      `${sentinels.primary} (${sentinels.flags}; ${sentinels.replicas} replica(s) up${down}; ` +
+        `${sentinels.sentinels} sentinels, quorum ${sentinels.quorum})`,
     ]);
   } else if (sentinels) {
     pairs.push(["sentinels", sentinels.error]);
@@ -161,7 +164,7 @@ function render(status) {
           ["round trip", `${data.latency_ms} ms`],
           ...replicationDetails(data.replication),
         ]
-      : [],
+      : replicationDetails(data.replication),
   );
   setTier("app", app.status, app.draining ? "shutting down: finishing the requests in flight" : "");
   setDetails("app", [
