@@ -375,9 +375,9 @@ class KindBackend:
     }
     tiers = {"redis": "data", "server": "app", "counter": "support", "poller": "support"}
     images = {
-        "server": "microservices/server:1.0.0",
-        "counter": "microservices/counter:1.0.0",
-        "poller": "microservices/poller:1.0.0",
+        "server": "microservices/server:1.1.0",
+        "counter": "microservices/counter:1.1.0",
+        "poller": "microservices/poller:1.1.0",
     }
 
     def __init__(

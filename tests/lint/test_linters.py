@@ -190,7 +190,7 @@ metadata:
 spec:
   containers:
     - name: app
-      image: microservices/server:1.0.0
+      image: microservices/server:1.1.0
 """
 
 

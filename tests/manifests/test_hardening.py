@@ -79,7 +79,7 @@ def test_the_heartbeat_rule_fails_on_the_old_shared_tmp(rendered):
 
 
 def worker(name: str, mounts: list[tuple], heartbeat_file: str | None = None) -> dict:
-    c = {"name": name, "image": f"microservices/{name}:1.0.0", "env": []}
+    c = {"name": name, "image": f"microservices/{name}:1.1.0", "env": []}
     c["volumeMounts"] = [
         {"name": volume, "mountPath": path, **({"subPath": sub} if sub else {})}
         for volume, path, sub in mounts

@@ -92,7 +92,7 @@ def test_the_pod_reuse_rule_fails_on():
     pod = rule.named(relabelled[3][1], "Pod", "mypod")
     previous = rule.named(relabelled[2][1], "Pod", "mypod")
     pod["spec"] = copy.deepcopy(previous["spec"])
-    pod["spec"]["containers"][0]["image"] = "microservices/server:1.0.1"
+    pod["spec"]["containers"][0]["image"] = "microservices/server:1.1.1"
     pod["metadata"]["labels"] = {"app": "other"}
     assert rule.pod_reuse_problems(without_deletes(relabelled[:4], "04-resources")) == []
     renamed = copy.deepcopy(steps)
@@ -307,7 +307,7 @@ def test_version_2_runs_the_images_the_project_builds_and_the_broken_one_does_no
         _, after = patched(name)
         images = {c["image"] for c in after["spec"]["template"]["spec"]["containers"]}
         assert (images <= built) == runs_built, (name, images)
-    assert built == {"microservices/server:1.0.0"}
+    assert built == {"microservices/server:1.1.0"}
 
 
 def test_the_update_rule_fails_on_a_patch_that_changes_nothing_that_rolls():
@@ -322,7 +322,7 @@ def test_the_strategic_merge_merges_containers_and_env_by_name():
     [server] = after["spec"]["template"]["spec"]["containers"]
     env = {e["name"]: e["value"] for e in server["env"]}
     assert env["MAX_INCREMENT"] == "100" and env["REDIS_URL"].startswith("redis://")
-    assert server["image"] == "microservices/server:1.0.0" and "readinessProbe" in server
+    assert server["image"] == "microservices/server:1.1.0" and "readinessProbe" in server
     assert after["spec"]["template"]["metadata"]["labels"] == {"tier": "app", "version": "2"}
 
 

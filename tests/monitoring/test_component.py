@@ -86,7 +86,7 @@ def test_the_adapter_runs_beside_redis_from_the_servers_image(rendered, overlay)
     data = pod_template(objects, "data")
     adapter = container(data, "redis-metrics")
     server = container(pod_template(objects, "app"), "server")
-    assert adapter["image"] == server["image"] == "microservices/server:1.0.0"
+    assert adapter["image"] == server["image"] == "microservices/server:1.1.0"
     assert adapter["command"] == ["microservices-redis-metrics"]
     env = {e["name"]: e for e in adapter["env"]}
     assert env["REDIS_URL"]["value"] == "redis://127.0.0.1:6379/0"
@@ -106,13 +106,13 @@ def test_an_overlay_that_changes_the_servers_image_changes_the_adapters(tmp_path
         yaml.safe_dump(
             {
                 "resources": ["../staging"],
-                "images": [{"name": "microservices/server", "newTag": "1.0.1"}],
+                "images": [{"name": "microservices/server", "newTag": "7.7.7"}],
             }
         )
     )
     objects = kustomize(tree / "overlays/mine")
     assert container(pod_template(objects, "data"), "redis-metrics")["image"] == (
-        "microservices/server:1.0.1"
+        "microservices/server:7.7.7"
     )
 
 
