@@ -15,6 +15,7 @@ import pytest
 import redis
 from microservices_server.app import create_app
 from microservices_server.settings import Settings
+from microservices_server.state import runtime
 from microservices_server.store import CounterStore, NotReplicated
 
 from tests.support import REDIS_IMAGE, Service, wait_for
@@ -36,6 +37,7 @@ class DataTier:
         self.network = self.docker.networks.create(self.name)
         self.nodes: list = []
         self.sentinel_containers: list = []
+        self.closing: list = []  # stores made on the tier (their primary watch stops)
         try:
             self.nodes.append(self._node("node0", replica_of=None))
             primary_ip = self.ip(self.nodes[0])
@@ -132,7 +134,15 @@ class DataTier:
         }
         return Settings(**values)
 
+    def store(self, **overrides) -> CounterStore:
+        """A store on the tier, closed with it."""
+        store = CounterStore.from_settings(self.settings(**overrides))
+        self.closing.append(store)
+        return store
+
     def close(self) -> None:
+        for store in self.closing:
+            store.close()
         for container in self.sentinel_containers + self.nodes:
             container.remove(force=True)
         self.network.remove()
@@ -147,9 +157,11 @@ def tier():
 
 
 def api_client(tier: DataTier, **overrides):
-    """The app on the tier (through its sentinels), and a test client of it."""
+    """The app on the tier (through its sentinels), and a test client of it; its store
+    (and the store's primary watch) closed with the tier."""
     app = create_app(tier.settings(**overrides))
     app.config["TESTING"] = True
+    tier.closing.append(runtime(app).store)
     return app.test_client()
 
 
@@ -168,7 +180,7 @@ def increment_until_answered(store: CounterStore, amount: int, key: str, within:
 
 
 def test_finds_the_primary_through_the_sentinels(tier):
-    store = CounterStore.from_settings(tier.settings())
+    store = tier.store()
     assert store.increment(5, "first").count == 5
     store.ping()
     primary_ip = tier.ip(tier.primary())
@@ -176,6 +188,20 @@ def test_finds_the_primary_through_the_sentinels(tier):
     with tier.client(tier.primary()) as client:
         assert client.get("{microservices}:count") == b"5"
     store.close()
+
+
+def test_with_every_sentinel_gone_the_primary_they_named_keeps_the_server_ready(tier):
+    """The sentinels are how the server finds the primary, not a part of serving: with none
+    answering, the node they named last serves while it says it is the primary, and readiness
+    does not take every server out of the Service at once."""
+    client = api_client(tier)
+    assert client.post("/").status_code == 200
+    for sentinel in tier.sentinel_containers:
+        sentinel.stop(timeout=0)
+    readiness = client.get("/probe/readiness")
+    assert readiness.status_code == 200, readiness.get_json()
+    assert client.post("/").status_code == 200
+    assert client.get("/").get_json() == {"count": 2}
 
 
 def test_the_page_shows_the_primary_its_replicas_and_the_sentinels_view(tier):
@@ -234,7 +260,7 @@ def test_the_page_shows_the_sentinels_view_while_the_primary_is_down(tier):
 
 
 def test_after_the_primary_is_killed_a_replica_takes_over_and_nothing_is_lost(tier):
-    store = CounterStore.from_settings(tier.settings(redis_wait_replicas=1))
+    store = tier.store(redis_wait_replicas=1)
     for i in range(20):
         store.increment(1, f"before-{i}")
     old = tier.primary()
@@ -334,10 +360,8 @@ def test_a_replay_on_another_connection_waits_for_the_record_to_reach_a_replica(
     without WAIT) and replayed through another, whose connection wrote nothing yet, would be
     confirmed at once though no replica has it: the replay writes the record again (SET
     KEEPTTL), so its WAIT covers it, and with the replicas frozen the outcome is unknown."""
-    plain = CounterStore.from_settings(tier.settings())
-    waiting = CounterStore.from_settings(
-        tier.settings(redis_wait_replicas=1, redis_wait_timeout=0.2)
-    )
+    plain = tier.store()
+    waiting = tier.store(redis_wait_replicas=1, redis_wait_timeout=0.2)
     replicas = tier.replicas()
     for replica in replicas:
         replica.pause()
@@ -356,7 +380,7 @@ def test_a_replay_on_another_connection_waits_for_the_record_to_reach_a_replica(
 
 def on_both_replicas(tier, amount: int) -> None:
     """Count `amount`, confirmed by both replicas (WAIT 2) before the trouble starts."""
-    store = CounterStore.from_settings(tier.settings(redis_wait_replicas=2, redis_wait_timeout=10))
+    store = tier.store(redis_wait_replicas=2, redis_wait_timeout=10)
     store.increment(amount, "base")
     store.close()
 
@@ -382,10 +406,8 @@ def test_without_protection_an_acknowledged_write_is_lost_and_wait_makes_it_unkn
     """The primary alone takes writes, then dies, and a replica takes over. Without WAIT (and
     with min-replicas-to-write off) the server had answered 200 for a write only the dead
     primary held: lost. With WAIT the same write answered 503, and the retry applied once."""
-    plain = CounterStore.from_settings(tier.settings())
-    waiting = CounterStore.from_settings(
-        tier.settings(redis_wait_replicas=1, redis_wait_timeout=0.2)
-    )
+    plain = tier.store()
+    waiting = tier.store(redis_wait_replicas=1, redis_wait_timeout=0.2)
     on_both_replicas(tier, 10)
     with tier.client(tier.primary()) as client:
         client.config_set("min-replicas-to-write", 0)
@@ -406,7 +428,7 @@ def test_without_protection_an_acknowledged_write_is_lost_and_wait_makes_it_unkn
 def test_min_replicas_to_write_refuses_what_no_replica_would_get(tier):
     """The shipped min-replicas-to-write 1: a primary with no replica refuses writes (503,
     nothing changed), so even without WAIT nothing is acknowledged that a failover drops."""
-    plain = CounterStore.from_settings(tier.settings())
+    plain = tier.store()
     on_both_replicas(tier, 10)
     replicas = primary_alone(tier)
     with pytest.raises(redis.ResponseError, match="NOREPLICAS"):

@@ -49,6 +49,18 @@ seen_running() {
     return 1
 }
 
+# Whether the sentinels know replicas of the primary (a tier that ran before: none on the
+# very first start, before the first primary ever ran).
+knows_replicas() {
+    for sentinel in $SENTINELS; do
+        names=$(REDISCLI_AUTH="$REDIS_PASSWORD" timeout 3 valkey-cli -t 1 \
+            -h "${sentinel%:*}" -p "${sentinel##*:}" --raw \
+            SENTINEL replicas "$MASTER_NAME" 2>/dev/null | grep -c -x name) || true
+        [ "${names:-0}" -gt 0 ] && return 0
+    done
+    return 1
+}
+
 # Data of an earlier run: the append-only file or a snapshot.
 holds_data() {
     [ -e /data/appendonlydir ] || [ -e /data/dump.rdb ]
@@ -99,6 +111,15 @@ data)
             sleep 1
         done
     fi
+    # Named the primary with no data (its volume lost) while the sentinels know replicas that
+    # hold the count: serving empty would hand them an empty data set (review: the count went
+    # from 490 to 10). It does not start; restarted, it asks again, and meanwhile the
+    # sentinels promote a replica, whose replica it then becomes.
+    if [ "$primary" = "$ANNOUNCE_HOST" ] && ! holds_data && knows_replicas; then
+        echo "valkey-ha: named the primary, but this node's data is gone and the sentinels" \
+            "know replicas; not serving an empty primary (waiting for them to promote one)" >&2
+        exit 1
+    fi
     primary=${primary:-$FIRST_PRIMARY}
     {
         printf 'requirepass "%s"\nmasterauth "%s"\n' "$REDIS_PASSWORD" "$REDIS_PASSWORD"
@@ -118,7 +139,10 @@ sentinel)
     if [ -s "$state" ]; then
         # What this sentinel learnt before it stopped, kept; only the password is written
         # again (it may have been changed since).
-        grep -v -e '^requirepass ' -e '^sentinel auth-pass ' "$state" > /data/sentinel.next
+        # Sentinel saves the password as `user default ... #<sha256>` too, which would win
+        # over a new requirepass: those lines go as well.
+        grep -v -e '^requirepass ' -e '^sentinel auth-pass ' -e '^user default ' "$state" \
+            > /data/sentinel.next
         {
             printf 'requirepass "%s"\n' "$REDIS_PASSWORD"
             printf 'sentinel auth-pass %s "%s"\n' "$MASTER_NAME" "$REDIS_PASSWORD"

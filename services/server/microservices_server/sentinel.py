@@ -67,13 +67,14 @@ def sentinel_class():
         REDIS_MASTER_NAME), one that sees it down (a failover under way)."""
 
         def discover_master(self, service_name):
-            reasons = []
-            for position, sentinel in enumerate(self.sentinels):
+            reasons, unreachable = [], 0
+            for sentinel in list(self.sentinels):  # a copy: other threads reorder it
                 where = "{host}:{port}".format_map(sentinel.connection_pool.connection_kwargs)
                 try:
                     masters = sentinel.sentinel_masters()
                 except (ConnectionError, TimeoutError) as exc:
                     reasons.append(f"{where} did not answer ({type(exc).__name__}: {exc})")
+                    unreachable += 1
                     continue
                 state = masters.get(service_name)
                 if state is None:
@@ -82,14 +83,27 @@ def sentinel_class():
                 elif not self.check_master_state(state, service_name):
                     reasons.append(f"{where} sees it down")
                 else:
-                    # The sentinel that answered goes first next time, as redis-py does.
-                    self.sentinels[0], self.sentinels[position] = sentinel, self.sentinels[0]
+                    # The sentinel that answered goes first next time, as redis-py does; under
+                    # a lock, since the primary watch and the requests ask at the same time
+                    # (swapping unlocked lost a sentinel from the list in review).
+                    with _REORDER:
+                        if sentinel in self.sentinels:
+                            self.sentinels.remove(sentinel)
+                            self.sentinels.insert(0, sentinel)
                     return state["ip"], state["port"]
-            raise MasterNotFoundError(
+            error = MasterNotFoundError(
                 f"no primary named {service_name!r} (REDIS_MASTER_NAME): " + "; ".join(reasons)
             )
+            # None answered at all (not "none names one"): the store may go on with the node
+            # they named last (CounterStore.ping).
+            error.sentinels_unreachable = unreachable == len(self.sentinels)
+            raise error
 
     return ExplainedSentinel
+
+
+# Taken to reorder a Sentinel client's list (shared by the threads or greenlets of a worker).
+_REORDER = threading.Lock()
 
 
 class PrimaryWatch:

@@ -483,8 +483,17 @@ class CounterStore:
 
     def ping(self) -> None:
         """Raise a redis error unless Redis answers PING; with REDIS_SENTINELS, unless the
-        node the sentinels name the primary now answers it."""
-        self.check_primary()
+        node the sentinels name the primary now answers it. With no sentinel answering at all,
+        the node they named last will do while it still says it is the primary: the sentinels
+        being away must not take every server out of the Service while the data tier works."""
+        try:
+            self.check_primary()
+        except redis.RedisError as exc:
+            if not getattr(exc, "sentinels_unreachable", False):
+                raise
+            role = self.redis.execute_command("ROLE")[0]
+            if role not in (b"master", "master"):
+                raise
         self.redis.ping()
 
     def close(self) -> None:
