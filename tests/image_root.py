@@ -1,0 +1,77 @@
+"""An image's own files on this machine, to run what it ships as a plain child process.
+
+`docker run` puts the docker client between us and the service: a signal the tests send, or a
+CPU second the benchmark counts, would be the client's. A chroot of the image's exported root
+filesystem runs exactly the image's interpreter and /opt/venv, as the image's user, but as our
+child, in our network and process namespaces: loopback, pids, signals and /proc work as for any
+process. Used by the benchmark (scripts/benchmark, each image a row) and by the tests that run
+the server of another image (tests/support.Server with SERVER_IMAGE). Needs root and Docker.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import subprocess
+import tempfile
+from pathlib import Path
+
+ROOTS = Path(tempfile.gettempdir()) / "microservices-image-roots"
+# Mounted inside each root: /proc for the interpreter and gunicorn, /dev for /dev/null,
+# /dev/urandom and /dev/shm.
+MOUNTS = (("proc", ["-t", "proc", "proc"]), ("dev", ["--rbind", "/dev"]))
+
+
+def _docker(*args: str) -> str:
+    return subprocess.run(
+        ["docker", *args], capture_output=True, text=True, check=True
+    ).stdout.strip()
+
+
+def _mounted(path: Path) -> bool:
+    return subprocess.run(["mountpoint", "-q", str(path)]).returncode == 0
+
+
+def image_root(image: str) -> Path:
+    """The root filesystem of `image` (as built now: one folder per image id), exported once,
+    /proc and /dev mounted in it."""
+    inspect = json.loads(_docker("image", "inspect", image))[0]
+    root = ROOTS / inspect["Id"].removeprefix("sha256:")[:16]
+    ROOTS.mkdir(parents=True, exist_ok=True)
+    with (ROOTS / ".lock").open("w") as lock:
+        fcntl.lockf(lock, fcntl.LOCK_EX)  # one export at a time, across processes
+        if not (root / ".exported").exists():
+            _unmount(root)
+            subprocess.run(["rm", "-rf", "--one-file-system", str(root)], check=True)
+            root.mkdir()
+            container = _docker("create", image)
+            try:
+                export = subprocess.Popen(["docker", "export", container], stdout=subprocess.PIPE)
+                subprocess.run(["tar", "-C", str(root), "-x"], stdin=export.stdout, check=True)
+                if export.wait() != 0:
+                    raise RuntimeError(f"docker export of {image} failed")
+            finally:
+                _docker("rm", container)
+            (root / ".exported").write_text(image + "\n")
+        for name, how in MOUNTS:
+            target = root / name
+            target.mkdir(exist_ok=True)
+            if not _mounted(target):
+                subprocess.run(["mount", *how, str(target)], check=True)
+    return root
+
+
+def _unmount(root: Path) -> None:
+    for name, _ in MOUNTS:
+        if _mounted(root / name):
+            subprocess.run(["umount", "-R", "-l", str(root / name)], check=True)
+
+
+def image_user(image: str) -> str:
+    """The image's USER (e.g. "10001:10001"), or "0:0"."""
+    return _docker("image", "inspect", "-f", "{{.Config.User}}", image) or "0:0"
+
+
+def in_image(image: str, argv: list[str]) -> list[str]:
+    """argv run inside `image`'s root filesystem as its user: a command line for Popen."""
+    return ["chroot", f"--userspec={image_user(image)}", str(image_root(image)), *argv]
