@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import struct
 
+from .per_pod import PerPod
 from .pod_memory import PodMemory
 
 SLOTS = 100
@@ -56,15 +57,7 @@ class AskedBoard:
             return {name: at for _, at, name in self._filled() if at >= since}
 
 
-# Made by the gunicorn master in on_starting (lifecycle.py); a worker inherits it.
-_shared_board: AskedBoard | None = None
-
-
-def make_shared_board() -> None:
-    global _shared_board
-    _shared_board = AskedBoard()
-
-
-def asked_board() -> AskedBoard:
-    """The gunicorn master's board in a worker; a board of its own outside gunicorn."""
-    return _shared_board or AskedBoard()
+# The gunicorn master makes it in on_starting (lifecycle.py) and every worker inherits it;
+# outside gunicorn, each caller gets a board of its own.
+shared_board = PerPod(AskedBoard)
+asked_board = shared_board.get

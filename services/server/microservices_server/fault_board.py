@@ -22,6 +22,7 @@ import struct
 import time
 from dataclasses import dataclass
 
+from .per_pod import PerPod
 from .pod_memory import PodMemory
 
 SWITCHES = ("readiness", "liveness", "latency", "errors", "cpu")
@@ -101,15 +102,7 @@ class FaultBoard:
         return before
 
 
-# Made by the gunicorn master in on_starting (lifecycle.py); a worker inherits it.
-_shared_board: FaultBoard | None = None
-
-
-def make_shared_board() -> None:
-    global _shared_board
-    _shared_board = FaultBoard()
-
-
-def fault_board() -> FaultBoard:
-    """The gunicorn master's board in a worker; a board of its own outside gunicorn."""
-    return _shared_board or FaultBoard()
+# The gunicorn master makes it in on_starting (lifecycle.py), so its pid is the owner, and
+# every worker inherits it; outside gunicorn, each caller gets a board of its own.
+shared_board = PerPod(FaultBoard)
+fault_board = shared_board.get

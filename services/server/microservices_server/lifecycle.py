@@ -31,6 +31,7 @@ import threading
 from pathlib import Path
 
 from . import asked_board, fault_board
+from .per_pod import PerPod
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
@@ -49,8 +50,9 @@ class DrainFlag:
         return self._memory[0] == 1
 
 
-# Made by the master in on_starting; a worker inherits it with the rest of its memory.
-_shared_flag: DrainFlag | None = None
+# The master makes it in on_starting and sets it on SIGTERM; every worker inherits it.
+shared_flag = PerPod(DrainFlag)
+drain_flag = shared_flag.get
 # The metrics folder the master made (and so removes on exit); None if it made none.
 _own_metrics_dir: str | None = None
 # A SIGTERM that arrived before gunicorn could handle it (see serve.py).
@@ -67,18 +69,12 @@ def catch_early_sigterm() -> None:
     signal.signal(signal.SIGTERM, remember)
 
 
-def drain_flag() -> DrainFlag:
-    """The gunicorn master's flag in a worker; a flag of its own outside gunicorn."""
-    return _shared_flag or DrainFlag()
-
-
 def on_starting(server) -> None:
-    global _shared_flag
-    _shared_flag = DrainFlag()
+    shared_flag.make_in_master()
     # The fault switches every worker reads (made whether or not FAULTS_ENABLED: 128 bytes).
-    fault_board.make_shared_board()
+    fault_board.shared_board.make_in_master()
     # When each support-tier client last asked the pod (the page's "retrying"; seen.py).
-    asked_board.make_shared_board()
+    asked_board.shared_board.make_in_master()
     _prepare_metrics_dir(server)
 
 
@@ -148,13 +144,14 @@ def drain_on_sigterm(delay: float):
 
     def when_ready(server) -> None:
         stop = server.handle_term  # gunicorn's own: the graceful stop (raises StopIteration)
+        draining = drain_flag()  # the one on_starting made, which every worker reads
 
         def handle_term() -> None:
-            if _shared_flag.is_set() or delay <= 0:  # a second SIGTERM, or no drain asked
-                _shared_flag.set()
+            if draining.is_set() or delay <= 0:  # a second SIGTERM, or no drain asked
+                draining.set()
                 stop()
                 return
-            _shared_flag.set()
+            draining.set()
             server.log.info(
                 "Draining: readiness answers 503 for %gs (DRAIN_DELAY), then graceful stop",
                 delay,

@@ -2,9 +2,9 @@
 
 The fault switches (fault_board.py) and the clients that asked (asked_board.py) must read the
 same in every worker: a Service spreads the requests over them. Each lives in an in-memory
-file (memfd) that the gunicorn master maps before it forks the workers, so every worker
-inherits the same pages: nothing on disk, no Redis (both matter most while Redis is down),
-and a restarted container starts empty.
+file (memfd) that the gunicorn master maps before it forks the workers (per_pod.py), so
+every worker inherits the same pages: nothing on disk, no Redis (both matter most while Redis
+is down), and a restarted container starts empty.
 
 Writers take a POSIX record lock on that file, which the kernel releases when its holder
 dies (a worker killed half-way must not stop the others), and a lock of their process's own

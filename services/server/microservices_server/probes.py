@@ -3,6 +3,9 @@ get traffic?).
 
 Liveness never touches Redis: a Redis outage must not restart every server. Readiness follows
 Redis (PING within REDIS_TIMEOUT) and turns 503 as soon as SIGTERM starts the drain. With
+REDIS_SENTINELS, readiness first asks the sentinels which node is the primary now and PINGs
+that one (CounterStore.ping): 503 while they name none; while no sentinel answers at all, the
+node they named last will do as long as it still says it is the primary. With
 FAULTS_ENABLED, the readiness and liveness switches (faults.py) fail them on purpose.
 """
 
