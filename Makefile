@@ -75,8 +75,10 @@ run:
 down:
 	docker compose down
 
+# The images as this checkout builds them (Docker's cache: quick when nothing changed), measured
+# side by side with Node.js (README, "Measured"); as root: each image runs as a chroot.
 benchmark: install
-	$(BIN)/python scripts/benchmark
+	$(BIN)/python scripts/benchmark --build
 
 e2e-kind: install
 	E2E_BACKEND=kind $(BIN)/pytest tests/e2e/test_scenarios.py tests/e2e/kind_only tests/e2e/test_readme.py
