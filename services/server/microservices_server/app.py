@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from flask import Flask
 
-from . import api, errors, faults, metrics, page, probes
+from . import api, errors, faults, json_answers, metrics, page, probes
 from .asked_board import asked_board
 from .fault_board import FaultBoard, fault_board
 from .lifecycle import DrainFlag, drain_flag
@@ -41,6 +41,7 @@ def create_app(
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes + 1
     # No OPTIONS answers of Flask's own (an empty text/html 200): a 405 in JSON like any other.
     app.config["PROVIDE_AUTOMATIC_OPTIONS"] = False
+    json_answers.install(app)
     store = store or CounterStore.from_settings(settings)
     app_metrics = metrics.Metrics()
     app.extensions[EXTENSION] = Runtime(
