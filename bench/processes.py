@@ -24,7 +24,9 @@ def process_tree(pid: int) -> list[int]:
 
 
 def cpu_by_process(pid: int) -> dict[int, float]:
-    """User + system CPU seconds of pid and of each of its descendants, now."""
+    """User + system CPU seconds of pid and of each of its descendants, now. pid's own count
+    includes the children it has reaped (cutime, cstime): a worker that died and was replaced
+    during a round leaves what it used behind in its master's."""
     used = {}
     for p in process_tree(pid):
         try:
@@ -32,7 +34,10 @@ def cpu_by_process(pid: int) -> dict[int, float]:
             fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
         except FileNotFoundError:
             continue
-        used[p] = (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime, stime
+        ticks = int(fields[11]) + int(fields[12])  # utime, stime
+        if p == pid:
+            ticks += int(fields[13]) + int(fields[14])  # cutime, cstime: reaped children
+        used[p] = ticks / CLOCK_TICKS
     return used
 
 

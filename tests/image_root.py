@@ -17,6 +17,7 @@ import tempfile
 from pathlib import Path
 
 ROOTS = Path(tempfile.gettempdir()) / "microservices-image-roots"
+HOSTS = "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
 # Mounted inside each root: /proc for the interpreter and gunicorn, /dev for /dev/null,
 # /dev/urandom and /dev/shm.
 MOUNTS = (("proc", ["-t", "proc", "proc"]), ("dev", ["--rbind", "/dev"]))
@@ -53,6 +54,10 @@ def image_root(image: str) -> Path:
             finally:
                 _docker("rm", container)
             (root / ".exported").write_text(image + "\n")
+            _remove_stale_roots()
+        # Docker writes /etc/hosts into every container; an exported root has it empty, and
+        # "localhost" would not resolve.
+        (root / "etc/hosts").write_text(HOSTS)
         for name, how in MOUNTS:
             target = root / name
             target.mkdir(exist_ok=True)
@@ -67,11 +72,22 @@ def _unmount(root: Path) -> None:
             subprocess.run(["umount", "-R", "-l", str(root / name)], check=True)
 
 
-def image_user(image: str) -> str:
-    """The image's USER (e.g. "10001:10001"), or "0:0"."""
-    return _docker("image", "inspect", "-f", "{{.Config.User}}", image) or "0:0"
+def _remove_stale_roots() -> None:
+    """The roots of images that no longer exist (rebuilt since): each is a whole image."""
+    present = {line.removeprefix("sha256:")[:16] for line in
+               _docker("image", "ls", "-q", "--no-trunc").split()}  # fmt: skip
+    for root in ROOTS.iterdir():
+        if root.is_dir() and root.name not in present:
+            _unmount(root)
+            subprocess.run(["rm", "-rf", "--one-file-system", str(root)], check=True)
 
 
 def in_image(image: str, argv: list[str]) -> list[str]:
-    """argv run inside `image`'s root filesystem as its user: a command line for Popen."""
-    return ["chroot", f"--userspec={image_user(image)}", str(image_root(image)), *argv]
+    """argv run inside `image`'s root filesystem as its USER (and that group as its only
+    supplementary group, as Docker does), from its WORKDIR: a command line for Popen."""
+    config = json.loads(_docker("image", "inspect", image))[0]["Config"]
+    user = config.get("User") or "0:0"
+    group = user.partition(":")[2] or "0"
+    workdir = ["/usr/bin/env", f"--chdir={config['WorkingDir']}"] if config["WorkingDir"] else []
+    root = str(image_root(image))
+    return ["chroot", f"--userspec={user}", f"--groups={group}", root, *workdir, *argv]

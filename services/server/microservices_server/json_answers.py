@@ -2,8 +2,11 @@
 
 Flask's own provider builds each answer through json.dumps and its encoder's Python-level
 set-up, then formats a str that the response encodes back to bytes. orjson writes the bytes in
-one C call. The output is the same: compact, keys sorted, one newline at the end; only text
-outside ASCII goes out as UTF-8 rather than as \\u escapes (both are the same JSON).
+one C call. The output is the same JSON: compact, keys sorted, one newline at the end. Spelled
+differently: text outside ASCII goes out as UTF-8 rather than as \\u escapes, a float below
+1e-4 as 1e-5 rather than 1e-05, and NaN or infinity (which JSON has no word for; Flask writes
+NaN, Infinity) as null. A value orjson cannot write (an integer past 64 bits, say one a client
+wrote into the page's history) falls back to Flask's provider rather than answering 500.
 
 orjson is in the server extra for CPython only: it has no build for PyPy, where the server
 keeps Flask's provider (`install` leaves it), so one code base runs under both.
@@ -31,7 +34,10 @@ class OrjsonProvider(DefaultJSONProvider):
 
     def response(self, *args, **kwargs) -> Response:
         obj = self._prepare_response_obj(args, kwargs)
-        body = orjson.dumps(obj, default=self.default, option=_OPTIONS)
+        try:
+            body = orjson.dumps(obj, default=self.default, option=_OPTIONS)
+        except orjson.JSONEncodeError:  # e.g. an int past 64 bits: json.dumps writes it
+            return super().response(*args, **kwargs)
         return self._app.response_class(body, mimetype=self.mimetype)
 
 
