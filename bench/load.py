@@ -65,12 +65,20 @@ def failure(label: str, result: dict) -> str | None:
     )
 
 
-def measured(url: str, seconds: float, connections: int, idempotent: bool, pid: int) -> dict:
-    """wrk, with the CPU seconds the server (pid and its descendants) used meanwhile ("cpu")
-    and each worker's share of it ("split")."""
-    before = cpu_by_process(pid)
+def measured(
+    url: str, seconds: float, connections: int, idempotent: bool, pid: int, redis_pids=()
+) -> dict:
+    """wrk, with the CPU seconds the server (pid and its descendants) used meanwhile ("cpu"),
+    each worker's share of it ("split"), and what Redis used for it ("redis_cpu": the primary
+    and its replica, so that work a server moves into Redis, its Lua script, is not free)."""
+
+    def redis_cpu() -> float:
+        return sum(sum(cpu_by_process(p).values()) for p in redis_pids)
+
+    before, redis_before = cpu_by_process(pid), redis_cpu()
     result = wrk(url, seconds, connections, idempotent)
     after = cpu_by_process(pid)
+    result["redis_cpu"] = redis_cpu() - redis_before
     result["cpu"] = sum(after.values()) - sum(before.values())
     result["split"] = worker_split(pid, before, after)
     return result
