@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -75,15 +76,58 @@ def wait_for(
     raise AssertionError(f"timed out after {timeout}s waiting for {what}: {last_error}")
 
 
+# SERVER_IMAGE=microservices/server-pypy:<version>: the server's commands run as that image
+# ships them (its interpreter, its /opt/venv, its ENV), not from .venv: `make test` runs the
+# server's tests again so, under PyPy. The other services run from .venv either way.
+SERVER_IMAGE = os.environ.get("SERVER_IMAGE") or None
+SERVER_COMMANDS = ("microservices-server", "microservices-await-redis", "gunicorn")
+
+
+def image_env(image: str) -> dict[str, str]:
+    """The ENV of `image` (its PATH, PYPY_GC_MAX...), as `docker run` would set it."""
+    found = subprocess.run(
+        ["docker", "image", "inspect", "-f", "{{json .Config.Env}}", image],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return dict(entry.split("=", 1) for entry in json.loads(found.stdout) or [])
+
+
+def command_line(command: str, args: list[str]) -> tuple[list[str], dict[str, str]]:
+    """How to run one of our commands: its argv and the environment under the test's own."""
+    if SERVER_IMAGE and command in SERVER_COMMANDS:
+        from tests.image_root import in_image
+
+        chroot, *argv = in_image(SERVER_IMAGE, [f"/opt/venv/bin/{command}", *args])
+        # Found on our PATH: the image's PATH is for inside the chroot. No warm-up (the PyPy
+        # image sets 15 s) but where a test asks for one (test_warmup.py).
+        env = {**image_env(SERVER_IMAGE), "WARMUP_SECONDS": "0"}
+        return [shutil.which(chroot), *argv], env
+    return [str(BIN / command), *args], dict(os.environ)
+
+
+def server_python(*args: str) -> list[str]:
+    """A command line running the server's interpreter with args: the image's (its /opt/venv)
+    with SERVER_IMAGE, else this one."""
+    if SERVER_IMAGE:
+        from tests.image_root import in_image
+
+        chroot, *argv = in_image(SERVER_IMAGE, ["/opt/venv/bin/python", *args])
+        return [shutil.which(chroot), *argv]
+    return [sys.executable, *args]
+
+
 class Service:
     """One of our commands running as a real process, its stdout collected line by line."""
 
     def __init__(self, command: str, env: dict[str, str], args: list[str] | None = None):
         self.lines: list[str] = []
-        full_env = {k: v for k, v in os.environ.items() if not k.startswith("LOG_")}
+        argv, base_env = command_line(command, args or [])
+        full_env = {k: v for k, v in base_env.items() if not k.startswith("LOG_")}
         full_env.update({"PYTHONUNBUFFERED": "1", "HEARTBEAT_FILE": "", **env})
         self.proc = subprocess.Popen(
-            [str(BIN / command), *(args or [])],
+            argv,
             env=full_env,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,

@@ -3,9 +3,11 @@ greenlets their turn and only then looks at the socket, so that a connection Red
 during that turn is never handed out (it would fail its request with a 503)."""
 
 import subprocess
-import sys
 
-# Run in its own process: gevent must patch the socket module before redis-py is imported.
+from tests.support import server_python
+
+# Run in its own process (the server's interpreter: the image's with SERVER_IMAGE): gevent
+# must patch the socket module before redis-py is imported.
 SCENARIO = """
 from gevent import monkey; monkey.patch_all()
 import sys
@@ -39,7 +41,7 @@ print("failed", failed)
 
 def test_a_connection_closed_during_the_checks_turn_is_never_handed_out(redis_url):
     done = subprocess.run(
-        [sys.executable, "-c", SCENARIO, redis_url], capture_output=True, text=True, timeout=60
+        server_python("-c", SCENARIO, redis_url), capture_output=True, text=True, timeout=60
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["failed", "0"], done.stdout + done.stderr

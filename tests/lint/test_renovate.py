@@ -269,12 +269,11 @@ def custom_dependencies(manager: dict) -> list[dict]:
     return found
 
 
-def compose_manager() -> dict:
-    """The custom manager of compose's build argument PYTHON_IMAGE."""
+def compose_manager(compose_file: str = "docker-compose.yml") -> dict:
+    """The custom manager of a compose file's base image build argument (PYTHON_IMAGE;
+    docker-compose.pypy.yml's PYPY_IMAGE)."""
     (manager,) = [
-        c
-        for c in CONFIG["customManagers"]
-        if "docker-compose.yml" in matched(c["managerFilePatterns"])
+        c for c in CONFIG["customManagers"] if compose_file in matched(c["managerFilePatterns"])
     ]
     return manager
 
@@ -291,11 +290,15 @@ def test_every_custom_manager_finds_its_dependency(manager):
     assert all(d["depName"] and d["currentValue"] for d in found), found
 
 
-def test_compose_builds_from_the_dockerfiles_base():
-    """The Python base image group moves the Dockerfile's ARG PYTHON_IMAGE and compose's
-    default together: from the same image, else compose builds from another base."""
-    dockerfile = re.search(r"^ARG PYTHON_IMAGE=(\S+)$", (ROOT / "Dockerfile").read_text(), re.M)
-    (compose,) = custom_dependencies(compose_manager())
+@pytest.mark.parametrize(
+    "arg, compose_file",
+    [("PYTHON_IMAGE", "docker-compose.yml"), ("PYPY_IMAGE", "docker-compose.pypy.yml")],
+)
+def test_compose_builds_from_the_dockerfiles_base(arg, compose_file):
+    """The base image groups move the Dockerfile's ARG and compose's default together: from
+    the same image, else compose builds from another base."""
+    dockerfile = re.search(rf"^ARG {arg}=(\S+)$", (ROOT / "Dockerfile").read_text(), re.M)
+    (compose,) = custom_dependencies(compose_manager(compose_file))
     image = f"{compose['depName']}:{compose['currentValue']}"
     if compose["currentDigest"]:
         image += f"@{compose['currentDigest']}"

@@ -11,7 +11,7 @@ from functools import partial
 
 from tests.manifests.rules import containers, pod_specs
 
-SERVER_IMAGES = {"microservices/server"}
+SERVER_IMAGES = {"microservices/server", "microservices/server-pypy"}
 COUNTER_IMAGES = {"microservices/counter"}
 WORKER_IMAGES = COUNTER_IMAGES | {"microservices/poller"}
 HEARTBEAT_MODULE = "microservices_common.heartbeat"

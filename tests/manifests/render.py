@@ -58,6 +58,7 @@ COMPONENTS = [
     "local-images",
     "ingress",
     "redis-ha",
+    "pypy",
 ]
 NEED_NETWORK_POLICIES = ("monitoring", "ingress")
 # redis-ha replaces the single data node that persistence (a volume) and monitoring (an

@@ -55,8 +55,9 @@ def deployment(objects: list[dict], name: str) -> dict:
 
 def test_every_supported_combination_is_rendered(combinations):
     # 2**6 subsets, less the 24 with monitoring or ingress but no network-policies; and
-    # redis-ha with the 2**4 subsets of the others, less the 4 with ingress alone
-    assert len(combinations) == 52
+    # redis-ha with the 2**4 subsets of the others, less the 4 with ingress alone; each with
+    # and without pypy
+    assert len(combinations) == 104
     assert "base" in combinations
     assert (
         "base+network-policies+persistence+autoscaling+monitoring+local-images+ingress"

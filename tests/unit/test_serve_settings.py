@@ -2,10 +2,16 @@
 v2 and v1 files as the kernel writes them), the worker class and the access log."""
 
 import os
+from pathlib import Path
 
 import pytest
 from microservices_common.config import ConfigError
-from microservices_server.settings import ServeSettings, cgroup_cpu_quota, usable_cpus
+from microservices_server.settings import (
+    ServeSettings,
+    cgroup_cpu_quota,
+    cpus_allowed,
+    usable_cpus,
+)
 
 
 def cgroup_files(tmp_path, v2=None, v1_quota=None, v1_period=None):
@@ -81,4 +87,23 @@ def test_worker_class_and_access_log(monkeypatch):
     assert (settings.worker_class, settings.access_log) == ("gthread", "off")
     monkeypatch.setenv("GUNICORN_WORKER_CLASS", "sync")
     with pytest.raises(ConfigError, match="GUNICORN_WORKER_CLASS"):
+        ServeSettings.from_env()
+
+
+def test_the_kernels_cpu_list_counts_as_the_affinity_does():
+    # PyPy has no os.sched_getaffinity: the server reads /proc/self/status there.
+    assert cpus_allowed(Path("/proc/self/status").read_text()) == len(os.sched_getaffinity(0))
+    assert cpus_allowed("Name:\tx\nCpus_allowed_list:\t0-3,6\n") == 5
+    assert cpus_allowed("Name:\tx\n") is None
+
+
+def test_warmup_is_off_by_default_and_needs_the_gevent_worker(monkeypatch):
+    for name in ("GUNICORN_WORKER_CLASS", "WARMUP_SECONDS"):
+        monkeypatch.delenv(name, raising=False)
+    assert ServeSettings.from_env().warmup_seconds == 0
+    monkeypatch.setenv("WARMUP_SECONDS", "15")
+    assert ServeSettings.from_env().warmup_seconds == 15
+    # gthread has no worker.handle(listener, socket, address) to answer the warm-up with.
+    monkeypatch.setenv("GUNICORN_WORKER_CLASS", "gthread")
+    with pytest.raises(ConfigError, match="WARMUP_SECONDS.*needs GUNICORN_WORKER_CLASS=gevent"):
         ServeSettings.from_env()

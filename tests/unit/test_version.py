@@ -16,10 +16,10 @@ import yaml
 from microservices_common.identity import version as installed_version
 
 ROOT = Path(__file__).resolve().parents[2]
-# `microservices/server:<version>` (or counter, poller), and the shapes naming the three at
-# once: `{server,counter,poller}` in prose, `{service}` in an f-string.
+# `microservices/server:<version>` (or server-pypy, counter, poller), and the shapes naming the
+# three at once: `{server,counter,poller}` in prose, `{service}` in an f-string.
 IMAGE_TAG = re.compile(
-    r"microservices/(?:server|counter|poller|\{[a-z,]+\}):([0-9A-Za-z][0-9A-Za-z.+-]*)"
+    r"microservices/(?:server(?:-pypy)?|counter|poller|\{[a-z,]+\}):([0-9A-Za-z][0-9A-Za-z.+-]*)"
 )
 COMPOSE_TAG = re.compile(r"\$\{TAG:-([0-9][^}]*)\}")
 # Lesson 14 moves the app to another version on purpose: its second version, one patch above
@@ -75,10 +75,15 @@ def mismatches(root: Path = ROOT) -> list[str]:
     for tag in [m[1] for m in IMAGE_TAG.finditer(lesson)] + re.findall(r"\bTAG=(\S+)", lesson):
         if tag not in (second, "9.9.9"):  # 9.9.9: the broken update's, nowhere
             found.append(f"{SECOND_VERSION_LESSON}: {tag} (the second version is {second})")
-    base = yaml.safe_load((root / "kustomize/base/kustomization.yaml").read_text())
-    for image in base["images"]:
-        if image["name"].startswith("microservices/") and image["newTag"] != version:
-            found.append(f"kustomize/base/kustomization.yaml: {image['name']} {image['newTag']}")
+    # The base's images, and those a component switches to (the PyPy server).
+    kustomizations = ["kustomize/base/kustomization.yaml"] + [
+        str(path.relative_to(root))
+        for path in sorted((root / "kustomize/components").glob("*/kustomization.yaml"))
+    ]
+    for name in kustomizations:
+        for image in yaml.safe_load((root / name).read_text()).get("images", []):
+            if image["name"].startswith("microservices/") and image.get("newTag") != version:
+                found.append(f"{name}: {image['name']} {image.get('newTag')}")
     if f"## [{version}]" not in (root / "CHANGELOG.md").read_text():
         found.append(f"CHANGELOG.md: no '## [{version}]' section")
     return found

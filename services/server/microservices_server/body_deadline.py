@@ -98,11 +98,15 @@ class DeadlineUnreader(SocketUnreader):
             self._expire()
         sock = self.sock
         before = sock.gettimeout()
-        sock.settimeout(left if before is None or before <= 0 else min(left, before))
+        # Which timeout bounds this recv(): ours, or a shorter one of gunicorn's own. Told by
+        # the timeouts, not by the clock after: PyPy's recv() times out up to a millisecond
+        # early (whole milliseconds), before the deadline by the clock.
+        ours = before is None or before <= 0 or left <= before
+        sock.settimeout(left if ours else before)
         try:
             return super().chunk(size_hint)
         except TimeoutError:
-            if time.monotonic() < self.deadline:  # a shorter timeout of gunicorn's own
+            if not ours:
                 raise
             self._expire()
         finally:

@@ -6,8 +6,8 @@ app is imported by each worker after fork, never here (see lifecycle.py for why)
 
 PORT (8080), WEB_CONCURRENCY worker processes (one per CPU the container may use),
 GUNICORN_WORKER_CLASS (gevent; or gthread with GUNICORN_THREADS threads, 8), ACCESS_LOG (api),
-GUNICORN_TIMEOUT (30 s), DRAIN_DELAY (3 s), GRACEFUL_TIMEOUT (20 s) and BODY_TIMEOUT (5 s): see
-settings.py.
+GUNICORN_TIMEOUT (30 s), DRAIN_DELAY (3 s), GRACEFUL_TIMEOUT (20 s), BODY_TIMEOUT (5 s) and
+WARMUP_SECONDS (0: warmup.py): see settings.py.
 
 Why gevent, one worker per CPU, and a shared listening socket rather than reuse_port: measured
 with scripts/benchmark (README, "Measured").
@@ -21,6 +21,7 @@ from microservices_common.logs import logging_config
 
 from . import access_log, lifecycle, wire
 from .settings import ServeSettings
+from .warmup import WarmBoard, warm_up
 
 _settings = ServeSettings.from_env()
 
@@ -57,7 +58,17 @@ worker_tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") else None  # noqa: S108
 
 on_starting = lifecycle.on_starting
 post_fork = lifecycle.post_fork
-post_worker_init = lifecycle.post_worker_init(_settings.body_timeout)
+_worker_ready = lifecycle.post_worker_init(_settings.body_timeout)
+# WARMUP_SECONDS: each worker warms up before it takes a connection (warmup.py).
+_warm_board = WarmBoard(_settings.workers) if _settings.warmup_seconds else None
+
+
+def post_worker_init(worker) -> None:
+    _worker_ready(worker)
+    if _warm_board is not None:
+        warm_up(worker, _settings.warmup_seconds, _warm_board)
+
+
 # An answer that closes the connection closes lingering (wire.py).
 post_request = wire.post_request
 when_ready = lifecycle.drain_on_sigterm(_settings.drain_delay)

@@ -122,7 +122,8 @@ def post_worker_init(body_timeout: float):
 
         wire.install(worker, body_timeout)
         gc.collect()
-        gc.freeze()
+        if hasattr(gc, "freeze"):  # CPython only: PyPy's collector has no permanent generation
+            gc.freeze()
 
     return worker_ready
 

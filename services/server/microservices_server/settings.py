@@ -180,13 +180,31 @@ def cgroup_cpu_quota(
     return cpus if cpus > 0 else None
 
 
+def affinity_cpus() -> int:
+    """How many CPUs this process may run on. PyPy has no os.sched_getaffinity: there, the
+    kernel's Cpus_allowed_list, else every CPU of the machine."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return cpus_allowed(_read(Path("/proc/self/status")) or "") or os.cpu_count() or 1
+
+
+def cpus_allowed(status: str) -> int | None:
+    """The CPUs of /proc/<pid>/status's Cpus_allowed_list ("0-3,6": 5), or None."""
+    for line in status.splitlines():
+        name, _, ranges = line.partition(":")
+        if name == "Cpus_allowed_list":
+            bounds = [part.split("-") for part in ranges.strip().split(",") if part]
+            return sum(int(pair[-1]) - int(pair[0]) + 1 for pair in bounds)
+    return None
+
+
 def usable_cpus(quota: float | None = None, affinity: int | None = None) -> int:
     """The CPUs this process may use: the fewest of the cgroup quota (rounded up: a worker
     more can use 1.5 CPUs, a worker fewer cannot) and the CPUs it may run on; at least 1.
 
     Without arguments, read from this process's cgroup and affinity."""
     if affinity is None:
-        affinity = len(os.sched_getaffinity(0))
+        affinity = affinity_cpus()
     if quota is None:
         quota = cgroup_cpu_quota()
     limits = [affinity] + ([math.ceil(quota)] if quota else [])
@@ -217,10 +235,13 @@ class ServeSettings:
     # connection closes (body_deadline.py): a body trickled a byte at a time held a
     # connection for ever. The API's bodies are 1 KiB at most.
     body_timeout: float = 5.0
+    # Each worker's warm-up before its first connection (warmup.py): for PyPy, whose JIT is
+    # cold at first. The gevent worker only (it answers the warm-up over a socket pair).
+    warmup_seconds: float = 0.0
 
     @classmethod
     def from_env(cls) -> ServeSettings:
-        return cls(
+        settings = cls(
             port=env_int("PORT", cls.port, 1, 65535),
             workers=env_int("WEB_CONCURRENCY", min(usable_cpus(), MAX_WORKERS), 1, MAX_WORKERS),
             worker_class=env_choice("GUNICORN_WORKER_CLASS", cls.worker_class, WORKER_CLASSES),
@@ -231,7 +252,13 @@ class ServeSettings:
             metrics_dir=writable_dir(MULTIPROC_ENV),
             access_log=env_choice("ACCESS_LOG", cls.access_log, ACCESS_LOG_CHOICES),
             body_timeout=env_float("BODY_TIMEOUT", cls.body_timeout, 0.1, 60),
+            warmup_seconds=env_float("WARMUP_SECONDS", cls.warmup_seconds, 0, 120),
         )
+        if settings.warmup_seconds and settings.worker_class != "gevent":
+            raise ConfigError(
+                "WARMUP_SECONDS", str(settings.warmup_seconds), "needs GUNICORN_WORKER_CLASS=gevent"
+            )
+        return settings
 
 
 def writable_dir(name: str) -> str | None:

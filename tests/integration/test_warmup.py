@@ -1,0 +1,55 @@
+"""WARMUP_SECONDS (warmup.py): each worker answers requests of its own before it takes any
+connection, and nobody can tell afterwards: not in Redis, not in /metrics, not in the access
+log, not on the page. (`make test` runs it again on the PyPy image, which sets it.)"""
+
+import requests
+
+from tests.support import Server
+
+# Every key the server writes (store.py), seeded so that a change would show.
+SEEDED = {"{microservices}:count": "41"}
+
+
+def everything_in(redis_client) -> dict:
+    """Every key with its type, value and whether it expires."""
+    found = {}
+    for key in redis_client.keys("*"):
+        kind = redis_client.type(key)
+        value = {
+            "string": redis_client.get,
+            "hash": redis_client.hgetall,
+            "zset": lambda k: redis_client.zrange(k, 0, -1, withscores=True),
+        }[kind](key)
+        found[key] = (kind, value, redis_client.ttl(key) > 0)
+    return found
+
+
+def test_the_warm_up_answers_before_readiness_and_changes_nothing_anyone_sees(
+    redis_url, redis_client
+):
+    redis_client.mset(SEEDED)
+    before = everything_in(redis_client)
+    server = Server(
+        redis_url,
+        WARMUP_SECONDS="2",
+        WEB_CONCURRENCY="2",
+        LOG_FORMAT="json",
+        ACCESS_LOG="all",
+    )
+    try:
+        server.wait_ready(60)
+        # Both workers warmed up before the first answer to a connection of ours.
+        warmed = server.events("warmed_up")
+        assert len(warmed) == 2 and all(w["requests"] > 0 for w in warmed), server.output
+        assert everything_in(redis_client) == before
+        assert server.count() == 41
+        metrics = requests.get(server.url + "/metrics", timeout=5).text
+        counted = [line for line in metrics.splitlines() if line.startswith("http_requests_total")]
+        # Only what this test asked: liveness (wait_ready), GET / (count), not the warm-up's.
+        assert counted and all('route="/probe/liveness"' in c or 'method="GET",route="/",' in c
+                               for c in counted), counted  # fmt: skip
+        assert 'route="unmatched"' not in metrics and 'status="400"' not in metrics
+        # The access log (every request's line, ACCESS_LOG=all) has none of the warm-up's.
+        assert "/nowhere" not in server.output and "/api/status" not in server.output
+    finally:
+        assert server.stop() == 0
