@@ -44,6 +44,10 @@ threads = _settings.threads
 timeout = _settings.timeout
 graceful_timeout = _settings.graceful_timeout
 keepalive = 5
+# gunicorn's own Python parser, always: gunicorn would switch to its C parser (gunicorn_h1c) by
+# itself were that installed, and it was measured (no gain beyond noise, CHANGELOG) and answers
+# 3 of 4 differing hostile shapes worse (tests/integration/test_slow_clients.py).
+http_parser = "python"
 accesslog = "-"
 logger_class = access_log.logger_class(_settings.access_log)
 logconfig_dict = logging_config("server")
