@@ -80,19 +80,31 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1 PIP_ROOT_USER_ACTION=igno
 COPY .wheelhouse/pypy/ /wheelhouse/
 COPY --from=sources /src/ /src/
 COPY --from=sources /usr/local/bin/install-service /usr/local/bin/install-service
-COPY .wheelhouse/pypy/server.txt /src/requirements/server.txt
+# build-wheels' copy of the server's lock (with the built wheels' hashes added) must pin what
+# requirements/server.txt pins: one written before the lock changed would install old versions.
+COPY .wheelhouse/pypy/server.txt /src/requirements/server-built.txt
+RUN grep -Eo '^[A-Za-z0-9_.-]+==[^ ;]+' /src/requirements/server.txt > /tmp/pins \
+    && grep -Eo '^[A-Za-z0-9_.-]+==[^ ;]+' /src/requirements/server-built.txt > /tmp/built \
+    && if ! cmp -s /tmp/pins /tmp/built; then \
+        echo "server-pypy: .wheelhouse/pypy/ is older than requirements/server.txt:" \
+            "run scripts/build-wheels again (README, PyPy server)" >&2; \
+        diff /tmp/pins /tmp/built >&2; exit 1; fi \
+    && mv /src/requirements/server-built.txt /src/requirements/server.txt
 COPY services/server/ /src/services/server/
 RUN install-service server pypy3
 
 # The same server on PyPy (README, "PyPy server (optional)"). PYPY_GC_MAX caps each worker's
-# heap: without it a worker grew past 950 MiB in 70 s of load; with 128MB it held at 437 MiB
-# of RSS after 5 minutes (64MB: 364). WARMUP_SECONDS: each worker answers requests of its own
-# before it takes a connection (warmup.py): a cold PyPy worker serves a seventh of a warm one.
+# heap, and PyPy aborts a worker that needs more: without it a worker grew past 950 MiB in 70 s
+# of load. 256MB, not less: a request whose body trickles in holds about 150 KiB of heap, and
+# gunicorn lets a gevent worker hold 1,000 connections; with 128MB, 900 slow bodies aborted the
+# worker (MemoryError, SIGABRT), with 256MB 1,000 of them held at 517 MiB of RSS.
+# WARMUP_SECONDS: each worker answers requests of its own before it takes a connection
+# (warmup.py): a cold PyPy worker serves a seventh of a warm one.
 FROM ${PYPY_IMAGE} AS server-pypy
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
-    PYPY_GC_MAX=128MB \
+    PYPY_GC_MAX=256MB \
     WARMUP_SECONDS=15
 WORKDIR /tmp
 USER 10001:10001

@@ -107,6 +107,13 @@ def command_line(command: str, args: list[str]) -> tuple[list[str], dict[str, st
     return [str(BIN / command), *args], dict(os.environ)
 
 
+def server_on_pypy() -> bool:
+    """Whether the server under test runs on PyPy (SERVER_IMAGE=microservices/server-pypy)."""
+    code = "import platform; print(platform.python_implementation())"
+    run = subprocess.run(server_python("-c", code), capture_output=True, text=True, check=True)
+    return run.stdout.strip() == "PyPy"
+
+
 def server_python(*args: str) -> list[str]:
     """A command line running the server's interpreter with args: the image's (its /opt/venv)
     with SERVER_IMAGE, else this one."""

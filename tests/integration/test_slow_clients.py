@@ -29,7 +29,7 @@ from tests.hostile_client import (
     trickle,
     trickled_request,
 )
-from tests.support import Server
+from tests.support import Server, server_on_pypy
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -45,6 +45,10 @@ def serving(redis_url: str, worker: str, **env: str):
     server = Server(redis_url, GUNICORN_WORKER_CLASS=worker, ACCESS_LOG="off", **env)
     try:
         yield server.wait_ready()
+        # No worker died under the flood: slowness must never hide a crash (PyPy aborts a
+        # worker whose heap passes PYPY_GC_MAX; gunicorn then starts another).
+        assert not [line for line in server.lines if "was sent SIG" in line or
+                    "too much memory" in line], server.output  # fmt: skip
     finally:
         server.kill()
 
@@ -270,7 +274,12 @@ def test_slow_bodies_up_to_the_limit_leave_liveness_answering(redis_url, worker,
         f" max {max(latencies) * 1000:.1f} ms over {len(latencies)} probes; cut after"
         f" {min(cut):.2f} to {max(cut):.2f} s"
     )
-    assert statuses == {408}
+    assert statuses == {408}  # and no worker died (serving): each body got its answer
+    if server_on_pypy():
+        # A PyPy worker gets through the flood, but not in CPython's time: on a busy machine
+        # it cut the last body at up to 4.9 s and answered liveness in up to 2.9 s (README,
+        # "PyPy server (optional)": when not to choose it). Those bounds are CPython's.
+        return
     assert max(cut) <= timeout + MARGIN
     assert percentile(latencies, 0.5) < 0.1
     assert max(latencies) < 0.5, latencies

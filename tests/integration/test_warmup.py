@@ -4,7 +4,7 @@ log, not on the page. (`make test` runs it again on the PyPy image, which sets i
 
 import requests
 
-from tests.support import Server
+from tests.support import Server, wait_for
 
 # Every key the server writes (store.py), seeded so that a change would show.
 SEEDED = {"{microservices}:count": "41"}
@@ -51,5 +51,20 @@ def test_the_warm_up_answers_before_readiness_and_changes_nothing_anyone_sees(
         assert 'route="unmatched"' not in metrics and 'status="400"' not in metrics
         # The access log (every request's line, ACCESS_LOG=all) has none of the warm-up's.
         assert "/nowhere" not in server.output and "/api/status" not in server.output
+    finally:
+        assert server.stop() == 0
+
+
+def test_with_redis_away_the_warm_up_logs_no_failed_requests():
+    """Redis refuses: the warm-up's own requests fail to read it, and must not fill the log
+    with warnings that read like real clients' failures (hundreds a second before)."""
+    server = Server("redis://127.0.0.1:1/0", WARMUP_SECONDS="2", LOG_FORMAT="json")
+    try:
+        warmed = wait_for(lambda: server.events("warmed_up"), 30, what="the warm-up")
+        assert warmed[0]["requests"] > 0, server.output
+        assert server.events("redis_error") == [], server.output
+        # Once warm, a real request's failure is logged as before.
+        assert requests.get(server.url + "/", timeout=5).status_code == 503
+        wait_for(lambda: server.events("redis_error"), 5, what="a real request's redis_error")
     finally:
         assert server.stop() == 0

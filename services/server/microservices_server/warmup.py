@@ -90,7 +90,9 @@ def _received(sock: socket.socket) -> bytes:
 def warm_app(worker):
     """The worker serving an app of the warm-up's own, as gunicorn makes it but for: its
     metrics counted in memory only (prometheus_client makes a series' storage when the series
-    is first counted: so for the whole warm-up), its drain flag its own, no access log."""
+    is first counted: so for the whole warm-up), its drain flag its own, no access log, and
+    only errors logged (with Redis away, each warm-up request would log a warning that reads
+    like a failed request of a real client: hundreds a second)."""
     from prometheus_client import values
 
     from .app import create_app
@@ -99,6 +101,8 @@ def warm_app(worker):
     served, shared_values = worker.wsgi, values.ValueClass
     values.ValueClass = values.MutexValue  # not the pod's multiprocess files
     worker.log.access = lambda *_args, **_kwargs: None  # the instance's, over its class's
+    level = log.level
+    log.setLevel(logging.ERROR)
     try:
         worker.wsgi = app = create_app(draining=DrainFlag())
         yield
@@ -106,6 +110,7 @@ def warm_app(worker):
         worker.wsgi = served
         values.ValueClass = shared_values
         del worker.log.access
+        log.setLevel(level)
     from .state import runtime
 
     runtime(app).store.close()
