@@ -80,31 +80,41 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1 PIP_ROOT_USER_ACTION=igno
 COPY .wheelhouse/pypy/ /wheelhouse/
 COPY --from=sources /src/ /src/
 COPY --from=sources /usr/local/bin/install-service /usr/local/bin/install-service
-# build-wheels' copy of the server's lock (with the built wheels' hashes added) must pin what
-# requirements/server.txt pins: one written before the lock changed would install old versions.
+# build-wheels' copy of the server's lock (with the built wheels' hashes added) must be made from
+# requirements/server.txt as it is: its first line names the sha256 of the lock it was made
+# from, and one made before any change (a version, a marker, a hash) would install the old.
 COPY .wheelhouse/pypy/server.txt /src/requirements/server-built.txt
-RUN grep -Eo '^[A-Za-z0-9_.-]+==[^ ;]+' /src/requirements/server.txt > /tmp/pins \
-    && grep -Eo '^[A-Za-z0-9_.-]+==[^ ;]+' /src/requirements/server-built.txt > /tmp/built \
-    && if ! cmp -s /tmp/pins /tmp/built; then \
-        echo "server-pypy: .wheelhouse/pypy/ is older than requirements/server.txt:" \
-            "run scripts/build-wheels again (README, PyPy server)" >&2; \
-        diff /tmp/pins /tmp/built >&2; exit 1; fi \
+RUN locked=$(sha256sum /src/requirements/server.txt | cut -d' ' -f1) \
+    && if ! grep -qxF "# scripts/build-wheels, from the lock of sha256:$locked" \
+            /src/requirements/server-built.txt; then \
+        echo "server-pypy: .wheelhouse/pypy/server.txt was not made from this" \
+            "requirements/server.txt (sha256:$locked): run scripts/build-wheels again" \
+            "(README, PyPy server)" >&2; \
+        head -n 1 /src/requirements/server-built.txt >&2; exit 1; fi \
     && mv /src/requirements/server-built.txt /src/requirements/server.txt
 COPY services/server/ /src/services/server/
 RUN install-service server pypy3
 
-# The same server on PyPy (README, "PyPy server (optional)"). PYPY_GC_MAX caps each worker's
-# heap, and PyPy aborts a worker that needs more: without it a worker grew past 950 MiB in 70 s
-# of load. 256MB, not less: a request whose body trickles in holds about 150 KiB of heap, and
-# gunicorn lets a gevent worker hold 1,000 connections; with 128MB, 900 slow bodies aborted the
-# worker (MemoryError, SIGABRT), with 256MB 1,000 of them held at 517 MiB of RSS. The price:
-# under steady load a worker settles at about 570 MiB rather than 440.
+# The same server on PyPy (README, "PyPy server (optional)"). Its garbage collector, pinned:
+# - PYPY_GC_NURSERY: PyPy sizes its young generation at half the CPU cache that /proc/cpuinfo
+#   reports, which on a cloud VM is the shared L3: 480 MiB here gave every process a 240 MiB
+#   nursery, so a worker's memory would depend on the node it lands on (557 MiB a worker here),
+#   and a major collection marked the whole heap in one 80-100 ms step (p99 7x Node's).
+# - PYPY_GC_INCREMENT_STEP: how much a step of a major collection marks; by default twice the
+#   nursery, so with 64MB the whole heap again. 4MB steps keep the pauses short.
+# - PYPY_GC_MAX caps each worker's heap, and PyPy aborts a worker that needs more. 256MB, not
+#   less: a request whose body trickles in holds about 150 KiB of heap, and gunicorn lets a
+#   gevent worker hold 1,000 connections; with 128MB, 900 slow bodies aborted the worker
+#   (MemoryError, SIGABRT), with 256MB 1,000 of them held.
+# Measured with scripts/benchmark (README, "Measured").
 # WARMUP_SECONDS: each worker answers requests of its own before it takes a connection
 # (warmup.py): a cold PyPy worker serves a seventh of a warm one.
 FROM ${PYPY_IMAGE} AS server-pypy
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
+    PYPY_GC_NURSERY=64MB \
+    PYPY_GC_INCREMENT_STEP=4MB \
     PYPY_GC_MAX=256MB \
     WARMUP_SECONDS=15
 WORKDIR /tmp

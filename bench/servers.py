@@ -8,20 +8,18 @@ other's. Node.js runs on this machine (bench/node).
 
 from __future__ import annotations
 
-import json
 import os
 import shlex
 import subprocess
 import time
 from dataclasses import dataclass, field, replace
-from functools import cache
 from pathlib import Path
 
 import requests
 
 from bench.processes import Process
-from tests.image_root import image_root, in_image
-from tests.support import free_port, wait_for
+from tests.image_root import image_config, image_env, image_root, in_image
+from tests.support import env_file, free_port, wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
 VERSION = subprocess.run(
@@ -41,21 +39,13 @@ GUNICORN = ["/opt/venv/bin/python", "-m", "gunicorn",
 # ---- images -----------------------------------------------------------------------------------
 
 
-def dotenv() -> dict[str, str]:
-    """The checkout's .env (NAME=VALUE lines, shell quoting), as compose reads it."""
-    path = ROOT / ".env"
-    lines = path.read_text().splitlines() if path.exists() else []
-    pairs = (shlex.split(line)[0] for line in lines if "=" in line and not line.startswith("#"))
-    return dict(pair.split("=", 1) for pair in pairs)
-
-
 def build_commands(images: set[str]) -> list[list[str]]:
     """How this checkout builds these images (compose's, and the PyPy server with .env's base
     images and pip flags, as compose passes them)."""
     services = sorted(image.split("/")[1].split(":")[0] for image in images - {PYPY_IMAGE})
     commands = [["env", f"TAG={VERSION}", "docker", "compose", "build", *services]]
     if PYPY_IMAGE in images:
-        settings = dotenv()
+        settings = env_file(ROOT / ".env")  # as compose reads it
         names = ("PYTHON_IMAGE", "PYPY_IMAGE", "PIP_INSTALL_FLAGS")
         args = [f"--build-arg={name}={settings[name]}" for name in names if name in settings]
         pypy = ["docker", "build", "--target", "server-pypy", "-t", PYPY_IMAGE, *args, "."]
@@ -81,18 +71,6 @@ def ensure_images(images: set[str], build: bool) -> None:
                 raise SystemExit(f"benchmark: no image {image} (a --variant's IMAGE)")
             how = shlex.join(build_commands({image})[0])
             raise SystemExit(f"benchmark: {image} is not built: run `{how}` (or --build)")
-
-
-@cache
-def image_config(image: str) -> dict:
-    inspect = subprocess.run(["docker", "image", "inspect", image], capture_output=True, check=True)
-    return json.loads(inspect.stdout)[0]["Config"]
-
-
-def image_env(image: str) -> dict[str, str]:
-    """The environment the image gives its entrypoint (its ENV; HOME as Docker sets it for a
-    user without a home)."""
-    return {"HOME": "/", **dict(item.split("=", 1) for item in image_config(image)["Env"] or [])}
 
 
 def interpreter(image: str) -> str:

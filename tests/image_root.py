@@ -14,6 +14,7 @@ import fcntl
 import json
 import subprocess
 import tempfile
+from functools import cache
 from pathlib import Path
 
 ROOTS = Path(tempfile.gettempdir()) / "microservices-image-roots"
@@ -31,6 +32,19 @@ def _docker(*args: str) -> str:
 
 def _mounted(path: Path) -> bool:
     return subprocess.run(["mountpoint", "-q", str(path)]).returncode == 0
+
+
+@cache
+def image_config(image: str) -> dict:
+    """The image's configuration (its User, WorkingDir, Env, Entrypoint...), read once a
+    process: the images are built before they are run."""
+    return json.loads(_docker("image", "inspect", image))[0]["Config"]
+
+
+def image_env(image: str) -> dict[str, str]:
+    """The environment the image gives its entrypoint, as `docker run` sets it: its ENV (its
+    PATH, PYPY_GC_MAX...), and HOME "/" for a user without a home."""
+    return {"HOME": "/", **dict(item.split("=", 1) for item in image_config(image)["Env"] or [])}
 
 
 def image_root(image: str) -> Path:
@@ -85,7 +99,7 @@ def _remove_stale_roots() -> None:
 def in_image(image: str, argv: list[str]) -> list[str]:
     """argv run inside `image`'s root filesystem as its USER (and that group as its only
     supplementary group, as Docker does), from its WORKDIR: a command line for Popen."""
-    config = json.loads(_docker("image", "inspect", image))[0]["Config"]
+    config = image_config(image)
     user = config.get("User") or "0:0"
     group = user.partition(":")[2] or "0"
     workdir = ["/usr/bin/env", f"--chdir={config['WorkingDir']}"] if config["WorkingDir"] else []

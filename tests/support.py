@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import shutil
 import signal
 import socket
@@ -18,18 +19,25 @@ from pathlib import Path
 
 import requests
 
+from tests.image_root import image_env, in_image
+
 BIN = Path(sys.executable).parent
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def env_file(path: Path) -> dict[str, str]:
-    """The NAME=value lines of a dotenv file (compose's .env, kustomize's secrets .env);
-    comments skipped, quotes around a value dropped; {} if there is no file."""
+    """The NAME=value lines of a dotenv file (compose's .env, kustomize's secrets .env), a value
+    in shell quoting as compose reads it; comment lines skipped; {} if there is no file."""
     lines = path.read_text().splitlines() if path.is_file() else []
-    pairs = (
-        line.split("=", 1) for line in lines if "=" in line and not line.lstrip().startswith("#")
-    )
-    return {key.strip(): value.strip().strip("'\"") for key, value in pairs}
+    found = {}
+    for number, line in enumerate(lines, 1):
+        if "=" in line and not line.lstrip().startswith("#"):
+            name, value = line.split("=", 1)
+            try:
+                found[name.strip()] = " ".join(shlex.split(value))
+            except ValueError as exc:  # an unclosed quote
+                raise ValueError(f"{path}:{number}: {exc}") from None
+    return found
 
 
 def setting(name: str) -> str | None:
@@ -83,22 +91,9 @@ SERVER_IMAGE = os.environ.get("SERVER_IMAGE") or None
 SERVER_COMMANDS = ("microservices-server", "microservices-await-redis", "gunicorn")
 
 
-def image_env(image: str) -> dict[str, str]:
-    """The ENV of `image` (its PATH, PYPY_GC_MAX...), as `docker run` would set it."""
-    found = subprocess.run(
-        ["docker", "image", "inspect", "-f", "{{json .Config.Env}}", image],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return dict(entry.split("=", 1) for entry in json.loads(found.stdout) or [])
-
-
 def command_line(command: str, args: list[str]) -> tuple[list[str], dict[str, str]]:
     """How to run one of our commands: its argv and the environment under the test's own."""
     if SERVER_IMAGE and command in SERVER_COMMANDS:
-        from tests.image_root import in_image
-
         chroot, *argv = in_image(SERVER_IMAGE, [f"/opt/venv/bin/{command}", *args])
         # Found on our PATH: the image's PATH is for inside the chroot. No warm-up (the PyPy
         # image sets 15 s) but where a test asks for one (test_warmup.py).
@@ -118,8 +113,6 @@ def server_python(*args: str) -> list[str]:
     """A command line running the server's interpreter with args: the image's (its /opt/venv)
     with SERVER_IMAGE, else this one."""
     if SERVER_IMAGE:
-        from tests.image_root import in_image
-
         chroot, *argv = in_image(SERVER_IMAGE, ["/opt/venv/bin/python", *args])
         return [shutil.which(chroot), *argv]
     return [sys.executable, *args]

@@ -42,15 +42,26 @@ MARGIN = 1.0  # for a loaded machine
 
 @contextmanager
 def serving(redis_url: str, worker: str, **env: str):
+    env.setdefault("WEB_CONCURRENCY", "2")  # not the CPUs' count: the workers are counted
     server = Server(redis_url, GUNICORN_WORKER_CLASS=worker, ACCESS_LOG="off", **env)
     try:
         yield server.wait_ready()
-        # No worker died under the flood: slowness must never hide a crash (PyPy aborts a
-        # worker whose heap passes PYPY_GC_MAX; gunicorn then starts another).
-        assert not [line for line in server.lines if "was sent SIG" in line or
-                    "too much memory" in line], server.output  # fmt: skip
+        assert_no_worker_died(server, int(env["WEB_CONCURRENCY"]))
     finally:
         server.kill()
+
+
+# How gunicorn's master says a worker ended: killed by a signal (PyPy aborts a worker whose
+# heap passes PYPY_GC_MAX), or exited (a MemoryError exits 255).
+WORKER_DEATHS = ("was sent SIG", "too much memory", "exited with code")
+
+
+def assert_no_worker_died(server: Server, workers: int) -> None:
+    """Slowness must never hide a crash: gunicorn boots a new worker for one that died, so any
+    "Booting worker" line past the first `workers` is a death, whatever its log said."""
+    booted = [line for line in server.lines if "Booting worker" in line]
+    died = [line for line in server.lines if any(death in line for death in WORKER_DEATHS)]
+    assert len(booted) == workers and not died, server.output
 
 
 @pytest.fixture(scope="module", params=WORKERS)
@@ -276,9 +287,13 @@ def test_slow_bodies_up_to_the_limit_leave_liveness_answering(redis_url, worker,
     )
     assert statuses == {408}  # and no worker died (serving): each body got its answer
     if server_on_pypy():
-        # A PyPy worker gets through the flood, but not in CPython's time: on a busy machine
-        # it cut the last body at up to 4.9 s and answered liveness in up to 2.9 s (README,
-        # "PyPy server (optional)": when not to choose it). Those bounds are CPython's.
+        # A PyPy worker gets through the flood, but not in CPython's time (README, "PyPy
+        # server (optional)": when not to choose it): on a 2-core machine at load 3.5 to 4,
+        # six runs cut the last body at 3.6 to 5.9 s and answered liveness in 1.6 to 3.9 s
+        # at the most (the first probe, the JIT cold). Bounds of its own, loose, that a stuck
+        # worker still fails: a probe that gets no answer counts 8 s.
+        assert max(cut) <= 3 * (timeout + MARGIN), cut
+        assert max(latencies) < 6.0, latencies
         return
     assert max(cut) <= timeout + MARGIN
     assert percentile(latencies, 0.5) < 0.1

@@ -21,7 +21,7 @@ from microservices_common.logs import logging_config
 
 from . import access_log, lifecycle, wire
 from .settings import ServeSettings
-from .warmup import WarmBoard, warm_up
+from .warmup import warm_up
 
 _settings = ServeSettings.from_env()
 
@@ -63,14 +63,12 @@ worker_tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") else None  # noqa: S108
 on_starting = lifecycle.on_starting
 post_fork = lifecycle.post_fork
 _worker_ready = lifecycle.post_worker_init(_settings.body_timeout)
-# WARMUP_SECONDS: each worker warms up before it takes a connection (warmup.py).
-_warm_board = WarmBoard(_settings.workers) if _settings.warmup_seconds else None
 
 
 def post_worker_init(worker) -> None:
     _worker_ready(worker)
-    if _warm_board is not None:
-        warm_up(worker, _settings.warmup_seconds, _warm_board)
+    if _settings.warmup_seconds:  # each worker warms up before it takes a connection
+        warm_up(worker, _settings.warmup_seconds)
 
 
 # An answer that closes the connection closes lingering (wire.py).

@@ -30,7 +30,7 @@ import tempfile
 import threading
 from pathlib import Path
 
-from . import asked_board, fault_board
+from . import asked_board, fault_board, warmup
 from .per_pod import PerPod
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
@@ -75,6 +75,8 @@ def on_starting(server) -> None:
     fault_board.shared_board.make_in_master()
     # When each support-tier client last asked the pod (the page's "retrying"; seen.py).
     asked_board.shared_board.make_in_master()
+    # How many workers have warmed up, with WARMUP_SECONDS (warmup.py; made either way: a byte).
+    warmup.shared_board.make_in_master()
     _prepare_metrics_dir(server)
 
 

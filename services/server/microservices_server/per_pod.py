@@ -1,11 +1,11 @@
 """One object per pod: made by the gunicorn master before it forks, inherited by every worker.
 
-The drain flag (lifecycle.py), the fault switches (fault_board.py) and the clients that asked
-(asked_board.py) must read the same in every worker of a pod: a Service spreads the probes
-and requests over them. Each keeps its state in shared memory (MAP_SHARED), so it is enough
-that the master makes the object in on_starting, before any worker exists: every worker is a
-fork of the master and inherits the object with the same pages under it (nothing to look up
-or attach to, nothing on disk).
+The drain flag (lifecycle.py), the fault switches (fault_board.py), the clients that asked
+(asked_board.py) and how many workers have warmed up (warmup.py) must read the same in every
+worker of a pod: a Service spreads the probes and requests over them. Each keeps its state
+in shared memory (MAP_SHARED), so it is enough that the master makes the object in
+on_starting, before any worker exists: every worker is a fork of the master and inherits the
+object with the same pages under it (nothing to look up or attach to, nothing on disk).
 
 Without a master (tests, the app run in one process) nothing made it: each caller gets a new
 one of its own, so apps built side by side in one test process share nothing.
