@@ -84,7 +84,7 @@ COPY --from=sources /usr/local/bin/install-service /usr/local/bin/install-servic
 # requirements/server.txt as it is: its first line names the sha256 of the lock it was made
 # from, and one made before any change (a version, a marker, a hash) would install the old.
 COPY .wheelhouse/pypy/server.txt /src/requirements/server-built.txt
-RUN locked=$(sha256sum /src/requirements/server.txt | cut -d' ' -f1) \
+RUN locked=$(sha256sum /src/requirements/server.txt) && locked=${locked%% *} \
     && if ! grep -qxF "# scripts/build-wheels, from the lock of sha256:$locked" \
             /src/requirements/server-built.txt; then \
         echo "server-pypy: .wheelhouse/pypy/server.txt was not made from this" \
@@ -102,10 +102,12 @@ RUN install-service server pypy3
 #   and a major collection marked the whole heap in one 80-100 ms step (p99 7x Node's).
 # - PYPY_GC_INCREMENT_STEP: how much a step of a major collection marks; by default twice the
 #   nursery, so with 64MB the whole heap again. 4MB steps keep the pauses short.
-# - PYPY_GC_MAX caps each worker's heap, and PyPy aborts a worker that needs more. 256MB, not
-#   less: a request whose body trickles in holds about 150 KiB of heap, and gunicorn lets a
-#   gevent worker hold 1,000 connections; with 128MB, 900 slow bodies aborted the worker
-#   (MemoryError, SIGABRT), with 256MB 1,000 of them held.
+# - PYPY_GC_MAX bounds each worker's heap: near it PyPy collects harder, and aborts a worker
+#   whose live heap a collection cannot bring under it (MemoryError, SIGABRT; a soft cap: an
+#   allocation-heavy worker reached 437 MB of heap before that). 256MB, not less: a request
+#   whose body trickles in holds about 150 KiB of heap, and gunicorn lets a gevent worker
+#   hold 1,000 connections; with 128MB, 900 slow bodies aborted the worker, with 256MB 1,000
+#   and 1,200 of them held (worker RSS 391-405 MiB).
 # Measured with scripts/benchmark (README, "Measured").
 # WARMUP_SECONDS: each worker answers requests of its own before it takes a connection
 # (warmup.py): a cold PyPy worker serves a seventh of a warm one.

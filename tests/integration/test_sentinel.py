@@ -1,8 +1,9 @@
 """High availability against a real data tier: one primary, two replicas, three sentinels, each
 a container of the data tier's image on a network of their own (README, "High availability").
 
-The server runs in this process and reaches the containers at their addresses on that network
-(on Linux the host routes to a bridge network), which are the addresses the sentinels give.
+The server runs in this process (one test runs it as a process, the image's with SERVER_IMAGE)
+and reaches the containers at their addresses on that network (on Linux the host routes to a
+bridge network), which are the addresses the sentinels give.
 """
 
 from __future__ import annotations
@@ -13,12 +14,13 @@ import uuid
 import docker
 import pytest
 import redis
+import requests
 from microservices_server.app import create_app
 from microservices_server.settings import Settings
 from microservices_server.state import runtime
 from microservices_server.store import CounterStore, NotReplicated
 
-from tests.support import REDIS_IMAGE, Service, wait_for
+from tests.support import REDIS_IMAGE, Server, Service, wait_for
 
 PASSWORD = "ha-test-password"
 MASTER = "mymaster"
@@ -274,6 +276,38 @@ def test_after_the_primary_is_killed_a_replica_takes_over_and_nothing_is_lost(ti
     assert store.redis.connection_pool.master_address == (new_ip, 6379)
     assert store.get() == 21
     store.close()
+
+
+def test_the_server_process_counts_on_through_a_failover(tier):
+    """The whole server, gunicorn and a worker, as a process (the image's with SERVER_IMAGE:
+    `make test` runs it on PyPy too, whose redis-py has no hiredis): a POST retried with its
+    Idempotency-Key, as the counter retries, counts once the new primary answers."""
+    server = Server(
+        "redis://unused:6379/0",  # not used: REDIS_SENTINELS names the tier
+        REDIS_SENTINELS=",".join(f"{host}:{port}" for host, port in tier.sentinels),
+        REDIS_MASTER_NAME=MASTER,
+        REDIS_PASSWORD=PASSWORD,
+        WEB_CONCURRENCY="1",
+    )
+
+    def post(amount: int, key: str) -> requests.Response:
+        return requests.post(
+            server.url + "/", json={"increment": amount}, headers={"Idempotency-Key": key},
+            timeout=10,
+        )  # fmt: skip
+
+    try:
+        server.wait_ready(60)
+        assert post(3, "before").json() == {"count": 3}
+        tier.primary().kill()  # SIGKILL
+        answered = wait_for(
+            lambda: (answer := post(4, "after")).status_code == 200 and answer,
+            60, 0.2, "a POST through the new primary",
+        )  # fmt: skip
+        assert answered.json() == {"count": 7}
+        assert server.count() == 7
+    finally:
+        server.kill()
 
 
 def cut_off_from_the_tier(tier, node) -> None:
