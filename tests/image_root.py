@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import fcntl
 import json
+import shutil
 import subprocess
 import tempfile
 from functools import cache
 from pathlib import Path
 
 ROOTS = Path(tempfile.gettempdir()) / "microservices-image-roots"
+CHROOT = shutil.which("chroot") or "/usr/sbin/chroot"
 HOSTS = "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
 # Mounted inside each root: /proc for the interpreter and gunicorn, /dev for /dev/null,
 # /dev/urandom and /dev/shm.
@@ -98,10 +100,12 @@ def _remove_stale_roots() -> None:
 
 def in_image(image: str, argv: list[str]) -> list[str]:
     """argv run inside `image`'s root filesystem as its USER (and that group as its only
-    supplementary group, as Docker does), from its WORKDIR: a command line for Popen."""
+    supplementary group, as Docker does), from its WORKDIR: a command line for Popen, chroot
+    named by its path (the environment given to Popen is often the image's, whose PATH is for
+    inside the root)."""
     config = image_config(image)
     user = config.get("User") or "0:0"
     group = user.partition(":")[2] or "0"
     workdir = ["/usr/bin/env", f"--chdir={config['WorkingDir']}"] if config["WorkingDir"] else []
     root = str(image_root(image))
-    return ["chroot", f"--userspec={user}", f"--groups={group}", root, *workdir, *argv]
+    return [CHROOT, f"--userspec={user}", f"--groups={group}", root, *workdir, *argv]

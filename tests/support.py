@@ -6,7 +6,6 @@ import json
 import os
 import re
 import shlex
-import shutil
 import signal
 import socket
 import subprocess
@@ -94,11 +93,9 @@ SERVER_COMMANDS = ("microservices-server", "microservices-await-redis", "gunicor
 def command_line(command: str, args: list[str]) -> tuple[list[str], dict[str, str]]:
     """How to run one of our commands: its argv and the environment under the test's own."""
     if SERVER_IMAGE and command in SERVER_COMMANDS:
-        chroot, *argv = in_image(SERVER_IMAGE, [f"/opt/venv/bin/{command}", *args])
-        # Found on our PATH: the image's PATH is for inside the chroot. No warm-up (the PyPy
-        # image sets 15 s) but where a test asks for one (test_warmup.py).
-        env = {**image_env(SERVER_IMAGE), "WARMUP_SECONDS": "0"}
-        return [shutil.which(chroot), *argv], env
+        argv = in_image(SERVER_IMAGE, [f"/opt/venv/bin/{command}", *args])
+        # No warm-up (the PyPy image sets 15 s) but where a test asks for one (test_warmup.py).
+        return argv, {**image_env(SERVER_IMAGE), "WARMUP_SECONDS": "0"}
     return [str(BIN / command), *args], dict(os.environ)
 
 
@@ -113,8 +110,7 @@ def server_python(*args: str) -> list[str]:
     """A command line running the server's interpreter with args: the image's (its /opt/venv)
     with SERVER_IMAGE, else this one."""
     if SERVER_IMAGE:
-        chroot, *argv = in_image(SERVER_IMAGE, ["/opt/venv/bin/python", *args])
-        return [shutil.which(chroot), *argv]
+        return in_image(SERVER_IMAGE, ["/opt/venv/bin/python", *args])
     return [sys.executable, *args]
 
 
