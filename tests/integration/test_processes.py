@@ -114,6 +114,28 @@ def test_access_log_setting(redis_url, access_log, logged):
     assert bool(lines) == bool(logged), server.output
 
 
+@pytest.mark.parametrize("worker_class", ["gevent", "gthread"])
+def test_every_access_line_is_written_in_order_when_the_server_stops(redis_url, worker_class):
+    """Access lines are written in batches (logs.StdoutHandler): none may be lost when the
+    server stops right after answering, and none may come after the worker's own last line."""
+    server = Server(
+        redis_url, LOG_FORMAT="json", WEB_CONCURRENCY="1", DRAIN_DELAY="0",
+        GUNICORN_WORKER_CLASS=worker_class,
+    ).wait_ready()  # fmt: skip
+    try:
+        with requests.Session() as session:
+            for _ in range(150):  # more than one batch (HOLD_LINES) and a part
+                assert session.post(server.url + "/", timeout=5).ok
+    finally:
+        assert server.stop() == 0
+    entries = [json.loads(line) for line in server.lines if line.startswith("{")]
+    access = [i for i, e in enumerate(entries) if e["logger"] == "gunicorn.access"]
+    assert len(access) == 150, server.output
+    assert all('"POST / HTTP/1.1" 200 ' in entries[i]["message"] for i in access)
+    exiting = [i for i, e in enumerate(entries) if e["message"].startswith("Worker exiting")]
+    assert len(exiting) == 1 and exiting[0] > access[-1], server.output
+
+
 @pytest.fixture
 def heartbeat(tmp_path):
     return str(tmp_path / "heartbeat")
