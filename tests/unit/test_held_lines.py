@@ -1,11 +1,15 @@
 """The stdout handler's held lines (the server's access log): written late, but never lost on a
-normal exit, never after a line made later, and reading exactly as a record's would."""
+normal exit, never after a line made later, never cut into by another process' lines, and
+reading exactly as a record's would."""
 
 import io
 import json
 import logging
+import os
 import subprocess
 import sys
+import threading
+import time
 
 import pytest
 from microservices_common.logs import JsonFormatter, StdoutHandler, TextFormatter
@@ -41,22 +45,27 @@ def record(level: int, message: str, name: str = "server") -> logging.LogRecord:
 
 @pytest.mark.parametrize("formatter", [TextFormatter("server"), JsonFormatter("server")])
 def test_a_held_line_reads_as_the_record_would(formatter):
-    for created in (1_700_000_000.25, 1_700_000_000.999, 1_699_999_000.0):
-        line = record(logging.INFO, '127.0.0.1 "POST / HTTP/1.1" 200 13 0.8ms', ACCESS)
-        line.created, line.msecs = created, int((created % 1) * 1000)
-        assert formatter.info_line(created, ACCESS, line.msg) == formatter.format(line)
+    line = record(logging.INFO, '127.0.0.1 "POST / HTTP/1.1" 200 13 0.8ms', ACCESS)
+    assert formatter.info_line(line.created, line.msecs, ACCESS, line.msg) == formatter.format(line)
 
 
-def test_held_lines_are_written_together_soon_without_anything_after_them():
-    held, stream = handler()
+def test_held_lines_are_written_together():
+    held, stream = handler(hold_seconds=60)
     for n in range(3):
         held.hold_info(ACCESS, f"request {n}")
     assert stream.writes == [], "held, not written one by one"
-    wait_for(lambda: stream.writes, timeout=2, what="the flusher")
+    held.flush()
     assert len(stream.writes) == 1
-    assert [line.rsplit(" ", 2)[-2:] for line in stream.getvalue().splitlines()] == [
-        ["request", "0"], ["request", "1"], ["request", "2"],
+    assert [line.split(" ", 3)[3] for line in stream.getvalue().splitlines()] == [
+        "server request 0", "server request 1", "server request 2",
     ]  # fmt: skip
+
+
+def test_held_lines_are_written_soon_without_anything_after_them():
+    held, stream = handler()
+    held.hold_info(ACCESS, "the last request for a while")
+    wait_for(lambda: stream.writes, timeout=5, what="the flusher")
+    assert stream.getvalue().endswith(" INFO server the last request for a while\n")
 
 
 def test_a_record_writes_what_was_held_first_and_at_once():
@@ -78,6 +87,62 @@ def test_a_full_hold_is_written_at_once():
     assert stream.writes == []
     held.hold_info(ACCESS, "the last one it holds")
     assert len(stream.getvalue().splitlines()) == held.HOLD_LINES
+
+
+def test_a_stdout_that_fails_is_reported_not_raised_into_the_request(capsys):
+    class Broken(io.StringIO):
+        def write(self, text: str) -> int:
+            raise BrokenPipeError(32, "Broken pipe")
+
+    held = StdoutHandler(Broken())
+    held.setFormatter(TextFormatter("server"))
+    held.HOLD_SECONDS = 60
+    for n in range(held.HOLD_LINES):  # the last one writes them: in the request's own call
+        held.hold_info(ACCESS, f"request {n}")
+    assert "--- Logging error ---" in capsys.readouterr().err
+
+
+# Two processes, one pipe: each holds lines long enough that a batch is several pipe buffers.
+WRITER = """
+import logging, logging.config, sys
+from microservices_common.logs import logging_config
+logging.config.dictConfig(logging_config("server"))
+[stdout] = logging.getLogger("gunicorn.access").handlers
+stdout.HOLD_SECONDS = 60
+for n in range(2000):
+    stdout.hold_info("gunicorn.access", f"{sys.argv[1]} {n} " + "x" * 150)
+"""
+
+
+def test_the_lines_of_processes_sharing_a_slowly_read_pipe_stay_whole():
+    """gunicorn's workers share the container's stdout, a pipe; a log collector that falls
+    behind fills it, and a write larger than the pipe's atomic size would then be cut into."""
+    read_end, write_end = os.pipe()
+    writers = [
+        subprocess.Popen(
+            [sys.executable, "-c", WRITER, name],
+            stdout=write_end,
+            env={"LOG_FORMAT": "json", "PYTHONUNBUFFERED": "1"},
+        )  # fmt: skip
+        for name in ("first", "second")
+    ]
+    os.close(write_end)
+    out = bytearray()
+
+    def read_slowly() -> None:  # a collector that falls behind
+        while chunk := os.read(read_end, 512):
+            out.extend(chunk)
+            time.sleep(0.0005)
+
+    reader = threading.Thread(target=read_slowly)
+    reader.start()
+    assert [w.wait(timeout=120) for w in writers] == [0, 0]
+    reader.join(timeout=120)
+    os.close(read_end)
+    messages = [json.loads(line)["message"] for line in out.decode().splitlines()]
+    for name in ("first", "second"):
+        mine = [m.split(" ", 2)[1] for m in messages if m.startswith(name + " ")]
+        assert mine == [str(n) for n in range(2000)]
 
 
 @pytest.mark.parametrize("log_format", ["text", "json"])

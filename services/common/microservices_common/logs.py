@@ -14,13 +14,14 @@ access log, one line per request) and write them in batches: see its docstring.
 from __future__ import annotations
 
 import collections
-import contextlib
 import json
 import logging
 import logging.config
 import os
+import select
 import threading
 import time
+import weakref
 from typing import Any
 
 from .config import env_choice
@@ -45,9 +46,9 @@ class JsonFormatter(logging.Formatter):
             entry["exception"] = self.formatException(record.exc_info)
         return json.dumps(entry, default=str)
 
-    def info_line(self, created: float, logger: str, message: str) -> str:
+    def info_line(self, created: float, msecs: float, logger: str, message: str) -> str:
         """The line `format` gives an INFO record of `logger` with `message` (no fields)."""
-        entry = self._entry(created, _msecs(created), "INFO", logger)
+        entry = self._entry(created, msecs, "INFO", logger)
         entry["message"] = message
         return json.dumps(entry, default=str)
 
@@ -77,9 +78,9 @@ class TextFormatter(logging.Formatter):
         # logging's own format (local time, milliseconds after a comma), from the cache.
         return self.default_msec_format % (self._local_second(created), msecs)
 
-    def info_line(self, created: float, _logger: str, message: str) -> str:
+    def info_line(self, created: float, msecs: float, _logger: str, message: str) -> str:
         """The line `format` gives an INFO record with `message` (no fields)."""
-        return f"{self._time(created, _msecs(created))} INFO {self.service} {message}"
+        return f"{self._time(created, msecs)} INFO {self.service} {message}"
 
     def format(self, record: logging.LogRecord) -> str:
         line = super().format(record)
@@ -90,28 +91,26 @@ class TextFormatter(logging.Formatter):
         return " ".join([line, *extra])
 
 
-def _msecs(created: float) -> int:
-    """A record's `msecs` for a time: the milliseconds into its second."""
-    return int((created - int(created)) * 1000)
-
-
 class StdoutHandler(logging.StreamHandler):
     """stdout, one line per record; and lines held back, for the server's access log.
 
-    A log record costs more than its line: made, filtered, locked, formatted and written, it
-    took the server 16% of its CPU per request (one access line each, measured under load). A
-    held line (`hold_info`) is formatted straight from its message, as `format` would have, and
-    written with others in one write, at the latest:
+    A log record costs more than its line: made, filtered, locked, formatted and written, one
+    per request took a tenth of the server's CPU (scripts/benchmark, README "Measured"). A held
+    line (`hold_info`) is formatted straight from its message, as `format` would have, and
+    written with the others, at the latest:
 
-    - HOLD_SECONDS after it was held (a flusher thread, or greenlet under gevent, started in
+    - HOLD_SECONDS after it was held (a flusher thread, a greenlet under gevent, started in
       the process that first holds a line: each worker, after fork);
     - once HOLD_LINES are held;
     - with the next record of any level, before it: lines stay in the order they were made,
       and a warning is never kept waiting;
     - at exit (logging flushes every handler; gunicorn logs each worker's exit).
 
-    What a process killed outright (SIGKILL, the OOM killer) held is lost: at most
-    HOLD_SECONDS of access lines. nginx's `access_log ... buffer= flush=` makes the same trade.
+    Lines go out in writes of whole lines, each at most PIPE_BUF bytes (4 KiB on Linux): the
+    kernel writes that much to a pipe in one piece, so the lines of several workers sharing
+    one stdout never cut into each other, however slowly the pipe is read. What a process
+    killed outright (SIGKILL, the OOM killer) held is lost: at most HOLD_SECONDS of access
+    lines. nginx's `access_log ... buffer= flush=` makes the same trade.
     """
 
     HOLD_SECONDS = 0.2
@@ -119,19 +118,23 @@ class StdoutHandler(logging.StreamHandler):
 
     def __init__(self, stream=None) -> None:
         super().__init__(stream)
-        # Appended and popped without a lock (both atomic on a deque); written under the
-        # handler's lock, so that two flushes never interleave their lines.
+        # Appended without a lock (atomic on a deque), popped and written under the handler's.
         self._held: collections.deque[str] = collections.deque()
-        self._flusher_pid = 0
+        # Set while lines are held; made with the flusher, in the process that holds them.
+        self._holding: threading.Event | None = None
+        _handlers.add(self)
 
     def hold_info(self, logger: str, message: str) -> None:
         """Hold an INFO line of `logger` (its level already checked by the caller)."""
-        line = self.formatter.info_line(time.time(), logger, message)  # type: ignore[union-attr]
+        now = time.time_ns()  # as logging makes a record's time (Python 3.13)
+        created, msecs = now / 1e9, (now % 1_000_000_000) // 1_000_000
+        line = self.formatter.info_line(created, msecs, logger, message)  # type: ignore[union-attr]
         self._held.append(line)
-        if self._flusher_pid != os.getpid():
-            self._start_flusher()
+        holding = self._holding if self._holding is not None else self._start_flusher()
+        if not holding.is_set():
+            holding.set()
         if len(self._held) >= self.HOLD_LINES:
-            self.flush()
+            self._write_held()
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
@@ -150,25 +153,68 @@ class StdoutHandler(logging.StreamHandler):
             else:
                 super().flush()
 
+    def _write_held(self) -> None:
+        """flush(), reporting a failure as logging reports a record it could not write (a
+        closed or broken stdout), never raising into the request that held the line."""
+        try:
+            self.flush()
+        except RecursionError:
+            raise
+        except Exception:
+            self.handleError(logging.makeLogRecord({"msg": "held access lines"}))
+
     def _pop_held(self) -> list[str]:
         held = self._held
         return [held.popleft() for _ in range(len(held))]
 
     def _write(self, lines: list[str]) -> None:
-        self.stream.write("\n".join(lines) + "\n")
-        super().flush()
+        chunk, size = [], 0
+        for line in lines:
+            line += self.terminator
+            length = len(line) if line.isascii() else len(line.encode())
+            if chunk and size + length > select.PIPE_BUF:
+                self._write_at_once("".join(chunk))
+                chunk, size = [], 0
+            chunk.append(line)
+            size += length
+        self._write_at_once("".join(chunk))
 
-    def _start_flusher(self) -> None:
-        self._flusher_pid = os.getpid()
+    def _write_at_once(self, text: str) -> None:
+        self.stream.write(text)
+        super().flush()  # the stream's own buffer out now: one write(2) per call
 
-        def flush_for_ever() -> None:
-            while True:
-                time.sleep(self.HOLD_SECONDS)
-                if self._held:
-                    with contextlib.suppress(OSError, ValueError):  # stdout closed: nowhere to say
-                        self.flush()
+    def _start_flusher(self) -> threading.Event:
+        with self.lock:  # type: ignore[union-attr]
+            if self._holding is None:  # not started by another thread meanwhile
+                holding = threading.Event()
 
-        threading.Thread(target=flush_for_ever, name="log-flusher", daemon=True).start()
+                def flush_for_ever() -> None:
+                    while True:
+                        holding.wait()  # idle: no wake-ups
+                        time.sleep(self.HOLD_SECONDS)
+                        holding.clear()  # before the pop: a line held after it sets it again
+                        self._write_held()
+
+                threading.Thread(target=flush_for_ever, name="log-flusher", daemon=True).start()
+                self._holding = holding
+            return self._holding
+
+    def _after_fork_in_child(self) -> None:
+        """What the parent held is its own to write, and its flusher thread is not here."""
+        self._held.clear()
+        self._holding = None
+
+
+# Every StdoutHandler, to be reset in a child process (os.register_at_fork).
+_handlers: weakref.WeakSet[StdoutHandler] = weakref.WeakSet()
+
+
+def _reset_handlers_after_fork() -> None:
+    for handler in list(_handlers):
+        handler._after_fork_in_child()
+
+
+os.register_at_fork(after_in_child=_reset_handlers_after_fork)
 
 
 def quote(value: Any) -> str:
