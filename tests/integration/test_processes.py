@@ -144,6 +144,19 @@ def test_every_access_line_is_written_before_its_worker_ends(redis_url, worker_c
     assert exiting[0] > access[-1], server.output
 
 
+def test_a_long_uri_is_cut_in_its_access_line(redis_url):
+    """An access line must fit in one atomic write to the pipe the workers share (4 KiB),
+    JSON escapes included: the URI is cut, and says how much more it had."""
+    server = Server(redis_url, LOG_FORMAT="json").wait_ready()
+    try:
+        assert requests.get(server.url + "/?" + "b" * 4000, timeout=5).ok  # gunicorn allows it
+    finally:
+        assert server.stop() == 0
+    [line] = [line for line in server.lines if '"logger": "gunicorn.access"' in line]
+    assert len(line.encode()) < 4096
+    assert f'"GET /?{"b" * 510}...(+3490) HTTP/1.1" 200 ' in json.loads(line)["message"]
+
+
 def entries(server: Server) -> list[dict]:
     return [json.loads(line) for line in server.lines if line.startswith("{")]
 

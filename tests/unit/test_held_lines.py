@@ -166,3 +166,18 @@ def test_held_lines_are_written_when_the_process_exits(log_format):
     if log_format == "json":
         lines = [json.loads(line)["message"] for line in lines]
     assert [line[-9:] for line in lines] == ["request 0", "request 1", "request 2"], done.stderr
+
+
+def test_a_forked_child_neither_writes_its_parents_lines_nor_keeps_them_waiting():
+    """What the parent held is its own; the child's lines need a flusher of its own."""
+    held, stream = handler(hold_seconds=60)
+    held.hold_info(ACCESS, "the parent's")  # starts the parent's flusher, which waits 60 s
+    held.HOLD_SECONDS = 0.05
+    child = os.fork()
+    if child == 0:  # the child reports through its exit code
+        held.hold_info(ACCESS, "the child's")
+        deadline = time.monotonic() + 5
+        while not stream.writes and time.monotonic() < deadline:
+            time.sleep(0.01)
+        os._exit(0 if stream.getvalue().endswith(" server the child's\n") else 1)
+    assert os.waitpid(child, 0)[1] == 0

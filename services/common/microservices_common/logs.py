@@ -108,7 +108,9 @@ class StdoutHandler(logging.StreamHandler):
 
     Lines go out in writes of whole lines, each at most PIPE_BUF bytes (4 KiB on Linux): the
     kernel writes that much to a pipe in one piece, so the lines of several workers sharing
-    one stdout never cut into each other, however slowly the pipe is read. What a process
+    one stdout never cut into each other, however slowly the pipe is read. (A single line
+    longer than that, say a traceback in JSON, goes out alone and can be cut into, as any
+    write that size; access lines are kept shorter: access_log.URI_SHOWN.) What a process
     killed outright (SIGKILL, the OOM killer) held is lost: at most HOLD_SECONDS of access
     lines. nginx's `access_log ... buffer= flush=` makes the same trade.
     """
@@ -119,6 +121,8 @@ class StdoutHandler(logging.StreamHandler):
     def __init__(self, stream=None) -> None:
         super().__init__(stream)
         # Appended without a lock (atomic on a deque), popped and written under the handler's.
+        # (Under gevent that lock, made before gevent patched, keeps no greenlet out: none
+        # can switch while it is held, as writes to stdout block.)
         self._held: collections.deque[str] = collections.deque()
         # Set while lines are held; made with the flusher, in the process that holds them.
         self._holding: threading.Event | None = None
@@ -126,7 +130,7 @@ class StdoutHandler(logging.StreamHandler):
 
     def hold_info(self, logger: str, message: str) -> None:
         """Hold an INFO line of `logger` (its level already checked by the caller)."""
-        now = time.time_ns()  # as logging makes a record's time (Python 3.13)
+        now = time.time_ns()  # a record's time and milliseconds, as logging takes them (3.13)
         created, msecs = now / 1e9, (now % 1_000_000_000) // 1_000_000
         line = self.formatter.info_line(created, msecs, logger, message)  # type: ignore[union-attr]
         self._held.append(line)
@@ -156,12 +160,13 @@ class StdoutHandler(logging.StreamHandler):
     def _write_held(self) -> None:
         """flush(), reporting a failure as logging reports a record it could not write (a
         closed or broken stdout), never raising into the request that held the line."""
+        lines = len(self._held)
         try:
             self.flush()
         except RecursionError:
             raise
         except Exception:
-            self.handleError(logging.makeLogRecord({"msg": "held access lines"}))
+            self.handleError(logging.makeLogRecord({"msg": f"{lines} held lines"}))
 
     def _pop_held(self) -> list[str]:
         held = self._held
@@ -200,7 +205,8 @@ class StdoutHandler(logging.StreamHandler):
             return self._holding
 
     def _after_fork_in_child(self) -> None:
-        """What the parent held is its own to write, and its flusher thread is not here."""
+        """What the parent held is its own to write, and its flusher thread is not here. (A
+        safeguard: gunicorn's master holds no lines, as only workers answer requests.)"""
         self._held.clear()
         self._holding = None
 

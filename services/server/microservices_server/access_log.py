@@ -13,6 +13,8 @@ of the server's CPU. This one formats the few that matter:
 
     127.0.0.1 "POST / HTTP/1.1" 200 13 0.8ms
 
+(a URI past URI_SHOWN characters is cut there, followed by how many more it had)
+
 and hands the message to the stdout handler to be held and written in batches, at most 0.2 s
 later and before any other line (microservices_common.logs.StdoutHandler), rather than as a
 log record of its own: the record cost more than everything else the line takes.
@@ -26,6 +28,11 @@ import logging
 
 from gunicorn.glogging import Logger
 from microservices_common.logs import StdoutHandler
+
+# At most this much of a request's URI goes into its line (gunicorn allows ~4 KiB), the rest
+# counted: a line must fit in one atomic write to the pipe that every worker shares, PIPE_BUF
+# (4 KiB) even with JSON's escapes (logs.StdoutHandler), or another worker's lines cut into it.
+URI_SHOWN = 512
 
 
 def asked_by_machines(path: str) -> bool:
@@ -57,6 +64,8 @@ class AccessLogger(Logger):
             return
         status = resp.status.split(None, 1)[0] if isinstance(resp.status, str) else resp.status
         method, uri = environ.get("REQUEST_METHOD"), environ.get("RAW_URI", path)
+        if len(uri) > URI_SHOWN:
+            uri = f"{uri[:URI_SHOWN]}...(+{len(uri) - URI_SHOWN})"
         request = f"{method} {uri} {environ.get('SERVER_PROTOCOL')}"
         took = request_time.total_seconds() * 1000
         address, sent = environ.get("REMOTE_ADDR", "-"), getattr(resp, "sent", "-")
