@@ -121,8 +121,7 @@ class StdoutHandler(logging.StreamHandler):
     def __init__(self, stream=None) -> None:
         super().__init__(stream)
         # Appended without a lock (atomic on a deque), popped and written under the handler's.
-        # (Under gevent that lock, made before gevent patched, keeps no greenlet out: none
-        # can switch while it is held, as writes to stdout block.)
+        # (Under gevent no greenlet switches while it is held: writes to stdout block.)
         self._held: collections.deque[str] = collections.deque()
         # Set while lines are held; made with the flusher, in the process that holds them.
         self._holding: threading.Event | None = None
@@ -189,9 +188,10 @@ class StdoutHandler(logging.StreamHandler):
         super().flush()  # the stream's own buffer out now: one write(2) per call
 
     def _start_flusher(self) -> threading.Event:
+        flusher = None
         with self.lock:  # type: ignore[union-attr]
             if self._holding is None:  # not started by another thread meanwhile
-                holding = threading.Event()
+                holding = self._holding = threading.Event()
 
                 def flush_for_ever() -> None:
                     while True:
@@ -200,9 +200,12 @@ class StdoutHandler(logging.StreamHandler):
                         holding.clear()  # before the pop: a line held after it sets it again
                         self._write_held()
 
-                threading.Thread(target=flush_for_ever, name="log-flusher", daemon=True).start()
-                self._holding = holding
-            return self._holding
+                flusher = threading.Thread(target=flush_for_ever, name="log-flusher", daemon=True)
+        # Started outside the lock: under gevent, start() waits for the new greenlet to run,
+        # and no greenlet that logs may wait on a lock held meanwhile.
+        if flusher is not None:
+            flusher.start()
+        return self._holding
 
     def _after_fork_in_child(self) -> None:
         """What the parent held is its own to write, and its flusher thread is not here. (A
