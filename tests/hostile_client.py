@@ -276,6 +276,46 @@ class SlowBodies:
         return False
 
 
+class Pipelining:
+    """One connection that sends `count` requests without waiting for an answer (pipelining,
+    RFC 9112 section 9.3.2) and reads the answers as fast as they come, on threads of its own
+    until it leaves the `with` block. `answers` counts them (the status lines seen)."""
+
+    MARK = b"HTTP/1.1 "
+
+    def __init__(self, port: int, request: bytes, count: int) -> None:
+        self.sock = connect(port)
+        self.answers = 0
+        self._request, self._count = request, count
+        self._threads = [
+            threading.Thread(target=run, daemon=True) for run in (self._send, self._read)
+        ]
+
+    def _send(self) -> None:
+        with contextlib.suppress(OSError):  # closed on leaving the block
+            self.sock.sendall(self._request * self._count)
+
+    def _read(self) -> None:
+        tail = b""
+        with contextlib.suppress(OSError):
+            while chunk := self.sock.recv(1 << 20):
+                data = tail + chunk
+                self.answers += data.count(self.MARK)
+                tail = data[-(len(self.MARK) - 1) :]
+
+    def __enter__(self) -> Pipelining:
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *_exc) -> None:
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_RDWR)
+        self.sock.close()
+        for thread in self._threads:
+            thread.join(timeout=10)
+
+
 def probe_latencies(url: str, seconds: float, every: float = 0.1, timeout: float = 5.0):
     """GET url (a new connection each time, as the kubelet probes) every `every` seconds for
     `seconds`: each answer's latency, or `timeout` for one that failed or did not come."""

@@ -17,6 +17,7 @@ from microservices_server.page import SECURITY_HEADERS
 
 from tests.conftest import redis_url_of
 from tests.hostile_client import (
+    Pipelining,
     SlowBodies,
     connect,
     exchange,
@@ -29,7 +30,7 @@ from tests.hostile_client import (
     trickle,
     trickled_request,
 )
-from tests.support import Server, server_on_pypy
+from tests.support import Server, server_on_pypy, wait_for
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -375,6 +376,23 @@ def test_clients_that_never_read_their_answers_are_let_go(redis_url, worker):
         finally:
             for sock in clients:
                 sock.close()
+
+
+@pytest.mark.parametrize("worker", WORKERS)
+def test_a_client_that_pipelines_leaves_liveness_answering(redis_url, worker):
+    """One connection pipelining requests and reading each answer as it comes never makes its
+    worker wait: under gevent its greenlet held the worker (probes, heartbeat and all) until
+    it stopped sending. Here the worker answers it while liveness answers in milliseconds."""
+    many = 300_000  # ~13 MB of requests: still coming when the probing ends
+    liveness = b"GET /probe/liveness HTTP/1.1\r\nHost: x\r\n\r\n"
+    with serving(redis_url, worker, WEB_CONCURRENCY="1") as srv:
+        with Pipelining(srv.port, liveness, many) as client:
+            wait_for(lambda: client.answers > 100, timeout=10, what="pipelined answers")
+            latencies = probe_latencies(srv.url + "/probe/liveness", seconds=3)
+            served = client.answers
+        assert max(latencies) < MARGIN, latencies
+        assert 1000 < served < many, served  # served meanwhile, and not finished
+        assert requests.get(srv.url + "/probe/liveness", timeout=5).status_code == 200
 
 
 def test_a_head_past_32_kib_is_a_431_in_json(server):

@@ -128,6 +128,19 @@ def post_request(_worker, _req, _environ, resp) -> None:
     clients held liveness for 20 s)."""
     if resp is not None and resp.headers_sent and resp.should_close():
         body_deadline.linger(resp.sock)
+    if _take_turns is not None:
+        _take_turns()
+
+
+# Under gevent, after each answer the connection's greenlet lets every other one that is
+# ready run first (gevent.sleep(0)). gunicorn's gevent worker serves a keep-alive connection's
+# requests in a loop that yields only when a read or write would wait: a client that pipelines
+# its requests and reads the answers as they come never makes it wait, and held the worker,
+# its probes and its heartbeat with it, for as long as it kept sending (one connection
+# pipelining 100,000 liveness GETs: no probe answered in 10 s; gunicorn's master kills a
+# worker whose heartbeat stops for TIMEOUT seconds). A turn is a switch to the hub and back;
+# under gthread each connection has a thread of its own and the interpreter shares the CPU.
+_take_turns = None
 
 
 # The security headers of every answer (page.SECURITY_HEADERS), set by install(): page.py
@@ -153,7 +166,7 @@ def install(worker, body_timeout: float) -> None:
     class up in its wsgi module for every request), dates them from the cache, answers its own
     errors in JSON and reads requests under deadlines: the body within `body_timeout`; under
     gthread the head too, within the keep-alive timeout (gevent's worker bounds it itself)."""
-    global _error_headers
+    global _error_headers, _take_turns
     from .page import SECURITY_HEADERS
 
     _error_headers = "".join(f"{name}: {value}\r\n" for name, value in SECURITY_HEADERS)
@@ -162,4 +175,8 @@ def install(worker, body_timeout: float) -> None:
     util.http_date = http_date
     util.write_error = write_error
     gthread = worker.cfg.worker_class_str == "gthread"
+    if not gthread:
+        from gevent import sleep
+
+        _take_turns = sleep
     body_deadline.install(body_timeout, worker.cfg.keepalive if gthread else None)
