@@ -279,13 +279,15 @@ class SlowBodies:
 class Pipelining:
     """One connection that sends `count` requests without waiting for an answer (pipelining,
     RFC 9112 section 9.3.2) and reads the answers as fast as they come, on threads of its own
-    until it leaves the `with` block. `answers` counts them (the status lines seen)."""
+    until it leaves the `with` block. `answers` counts them (the status lines seen); `ended`
+    turns True once the connection is closed."""
 
     MARK = b"HTTP/1.1 "
 
     def __init__(self, port: int, request: bytes, count: int) -> None:
         self.sock = connect(port)
         self.answers = 0
+        self.ended = False
         self._request, self._count = request, count
         self._threads = [
             threading.Thread(target=run, daemon=True) for run in (self._send, self._read)
@@ -302,6 +304,7 @@ class Pipelining:
                 data = tail + chunk
                 self.answers += data.count(self.MARK)
                 tail = data[-(len(self.MARK) - 1) :]
+        self.ended = True  # the server closed the connection (or we did, leaving the block)
 
     def __enter__(self) -> Pipelining:
         for thread in self._threads:

@@ -7,6 +7,8 @@ of megabytes still lets the client read its 413."""
 
 from __future__ import annotations
 
+import contextlib
+import signal
 import socket
 import time
 from contextlib import contextmanager
@@ -390,10 +392,33 @@ def test_a_client_that_pipelines_leaves_liveness_answering(redis_url, worker):
             wait_for(lambda: client.answers > 100, timeout=10, what="pipelined answers")
             before = client.answers
             latencies = probe_latencies(srv.url + "/probe/liveness", seconds=3)
-            served = client.answers
+            served, ended = client.answers, client.ended
         assert max(latencies) < MARGIN, latencies
-        assert before + 100 < served < many, (before, served)  # served meanwhile, not finished
+        # Served all along: more answers meanwhile, its connection still open, not finished.
+        assert before + 100 < served < many and not ended, (before, served, ended)
         assert requests.get(srv.url + "/probe/liveness", timeout=5).status_code == 200
+
+
+def test_a_quick_stop_is_quick_while_clients_pipeline(redis_url):
+    """Ctrl-C (SIGINT) stops the server at once, no drain, while clients pipeline: a gevent
+    worker held by those clients heard its SIGQUIT only when the master's wait ran out
+    (GRACEFUL_TIMEOUT, then SIGKILL)."""
+    liveness = b"GET /probe/liveness HTTP/1.1\r\nHost: x\r\n\r\n"
+    srv = Server(redis_url, GUNICORN_WORKER_CLASS="gevent", ACCESS_LOG="off", WEB_CONCURRENCY="1")
+    try:
+        srv.wait_ready()
+        with contextlib.ExitStack() as stack:
+            clients = [
+                stack.enter_context(Pipelining(srv.port, liveness, 300_000)) for _ in range(10)
+            ]
+            wait_for(lambda: sum(c.answers for c in clients) > 1000, timeout=10, what="answers")
+            started = time.monotonic()
+            code = srv.stop(signal.SIGINT, timeout=30)
+            took = time.monotonic() - started
+        assert code == 0, srv.output
+        assert took < 2.0, (took, srv.output)
+    finally:
+        srv.kill()
 
 
 def test_a_head_past_32_kib_is_a_431_in_json(server):

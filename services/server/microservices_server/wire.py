@@ -167,6 +167,8 @@ def install(worker, body_timeout: float) -> None:
     errors in JSON and reads requests under deadlines: the body within `body_timeout`; under
     gthread the head too, within the keep-alive timeout (gevent's worker bounds it itself)."""
     global _error_headers, _take_turns
+    from gunicorn.workers.gthread import ThreadWorker
+
     from .page import SECURITY_HEADERS
 
     _error_headers = "".join(f"{name}: {value}\r\n" for name, value in SECURITY_HEADERS)
@@ -174,8 +176,9 @@ def install(worker, body_timeout: float) -> None:
     wsgi.Response = OneWriteResponse
     util.http_date = http_date
     util.write_error = write_error
-    gthread = worker.cfg.worker_class_str == "gthread"
-    if not gthread:
+    # By its class, not its name: GUNICORN_CMD_ARGS may name it by its path.
+    gthread = isinstance(worker, ThreadWorker)
+    if not gthread:  # gevent: the other worker class the settings allow
         from gevent import sleep
 
         _take_turns = sleep
