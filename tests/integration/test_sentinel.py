@@ -334,7 +334,9 @@ def test_a_primary_cut_off_from_the_sentinels_but_not_from_the_server_is_left(ti
     cut_off_from_the_tier(tier, old)
     wait_for(lambda: tier.primary().id != old.id, 60, 0.2, "the sentinels to promote a replica")
     with tier.client(tier.primary()) as new:
-        new.incrby("{microservices}:count", 10)
+        # Just promoted, it refuses writes (NOREPLICAS, nothing applied: min-replicas-to-write 1)
+        # until the sentinels have turned the other replica to it and that replica has synced.
+        wait_for(lambda: new.incrby("{microservices}:count", 10), 30, 0.2, "a write to be taken")
     # Reads follow the new primary without any write nor probe (the background check).
     wait_for(lambda: client.get("/").get_json() == {"count": 11}, 10, 0.1, "reads to follow")
     assert client.get("/probe/readiness").status_code == 200
