@@ -41,6 +41,8 @@ BODY_TIMEOUT = 1.0  # the servers' setting here (default 5 s), to keep the tests
 LINGER = 2.0  # at most this long a closing connection reads what the client still sends
 HEAD_TIMEOUT = 5.0  # gunicorn's keep-alive timeout, which bounds a request head
 MARGIN = 1.0  # for a loaded machine
+# A liveness GET that keeps its connection open for the next one.
+LIVENESS_KEPT_ALIVE = b"GET /probe/liveness HTTP/1.1\r\nHost: x\r\n\r\n"
 
 
 @contextmanager
@@ -386,9 +388,8 @@ def test_a_client_that_pipelines_leaves_liveness_answering(redis_url, worker):
     worker wait: under gevent its greenlet held the worker (probes, heartbeat and all) until
     it stopped sending. Here the worker answers it while liveness answers in milliseconds."""
     many = 300_000  # ~13 MB of requests: still coming when the probing ends
-    liveness = b"GET /probe/liveness HTTP/1.1\r\nHost: x\r\n\r\n"
     with serving(redis_url, worker, WEB_CONCURRENCY="1") as srv:
-        with Pipelining(srv.port, liveness, many) as client:
+        with Pipelining(srv.port, LIVENESS_KEPT_ALIVE, many) as client:
             wait_for(lambda: client.answers > 100, timeout=10, what="pipelined answers")
             before = client.answers
             latencies = probe_latencies(srv.url + "/probe/liveness", seconds=3)
@@ -403,13 +404,13 @@ def test_a_quick_stop_is_quick_while_clients_pipeline(redis_url):
     """Ctrl-C (SIGINT) stops the server at once, no drain, while clients pipeline: a gevent
     worker held by those clients heard its SIGQUIT only when the master's wait ran out
     (GRACEFUL_TIMEOUT, then SIGKILL)."""
-    liveness = b"GET /probe/liveness HTTP/1.1\r\nHost: x\r\n\r\n"
     srv = Server(redis_url, GUNICORN_WORKER_CLASS="gevent", ACCESS_LOG="off", WEB_CONCURRENCY="1")
     try:
         srv.wait_ready()
         with contextlib.ExitStack() as stack:
             clients = [
-                stack.enter_context(Pipelining(srv.port, liveness, 300_000)) for _ in range(10)
+                stack.enter_context(Pipelining(srv.port, LIVENESS_KEPT_ALIVE, 300_000))
+                for _ in range(10)
             ]
             wait_for(lambda: sum(c.answers for c in clients) > 1000, timeout=10, what="answers")
             started = time.monotonic()

@@ -134,12 +134,14 @@ def post_request(_worker, _req, _environ, resp) -> None:
 
 # Under gevent, after each answer the connection's greenlet lets every other one that is
 # ready run first (gevent.sleep(0)). gunicorn's gevent worker serves a keep-alive connection's
-# requests in a loop that yields only when a read or write would wait: a client that pipelines
-# its requests and reads the answers as they come never makes it wait, and held the worker,
-# its probes and its heartbeat with it, for as long as it kept sending (one connection
-# pipelining 100,000 liveness GETs: no probe answered in 10 s; gunicorn's master kills a
-# worker whose heartbeat stops for TIMEOUT seconds). A turn is a switch to the hub and back;
-# under gthread each connection has a thread of its own and the interpreter shares the CPU.
+# requests in a loop that yields only when a read or write would wait: any connection whose
+# next request has already arrived keeps the worker. A client that pipelines its requests and
+# reads the answers as they come never makes it wait, and held the worker, its probes and its
+# heartbeat with it, for as long as it kept sending (one connection pipelining 100,000
+# liveness GETs: no probe answered in 10 s; gunicorn's master kills a worker whose heartbeat
+# stops for TIMEOUT seconds); plain keep-alive load did it in bursts (wrk -c200 held probes up
+# to 4 s). A turn is a switch to the hub and back; a probe now waits at most one answer of each
+# busy connection. Under gthread each connection has a thread of its own.
 _take_turns = None
 
 
