@@ -25,7 +25,7 @@ test: install ruff
 PYPY_SERVER_TESTS := $(addprefix tests/integration/,test_server_lifecycle.py test_processes.py \
 	test_started_first.py test_fault_switches.py test_outage.py test_slow_clients.py \
 	test_counter.py test_poller_output.py test_proxy.py test_sentinel.py test_settings.py \
-	test_gevent_pool.py test_readme.py test_warmup.py)
+	test_gevent_pool.py test_readme.py test_warmup.py test_gc_pacing.py)
 # Left out on PyPy, where it fails, and why (README, "PyPy server (optional)": when not to
 # choose it): under ten clients that never read their answers, a cold PyPy worker let
 # liveness wait 4.2 s (allowed: 2); the suite runs PyPy without the image's warm-up, for time.
