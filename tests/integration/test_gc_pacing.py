@@ -8,7 +8,7 @@ import json
 import os
 import subprocess
 
-from tests.support import server_python
+from tests.support import server_on_pypy, server_python
 
 # A process that allocates for 3 s, a live set of ~12 MB among short-lived garbage, with
 # PYPY_GC_MAX=96MB (collections paced from 48 MB, PyPy's own past 90); it reports what the
@@ -61,16 +61,9 @@ def run(*args: str) -> dict:
     return json.loads(done.stdout)
 
 
-def on_pypy() -> bool:
-    code = "import gc; print(hasattr(gc, 'collect_step'))"
-    return (
-        subprocess.run(server_python("-c", code), capture_output=True, text=True).stdout == "True\n"
-    )
-
-
 def test_pypy_runs_every_major_collection_a_step_at_a_time_and_cpython_is_left_alone():
     report = run()
-    if not on_pypy():
+    if not server_on_pypy():
         # CPython: no pacing, its collector as it was.
         assert (report["paced"], report["enabled"], report["steps_seen"]) == (False, True, 0)
         return
@@ -87,7 +80,7 @@ def test_on_pypy_a_pacer_left_behind_hands_back_to_pypys_own_collector():
     """One step a second cannot keep up: past 15/16 of PYPY_GC_MAX PyPy collects again by
     itself, and the heap stays bounded."""
     report = run("1.0")
-    if not on_pypy():
+    if not server_on_pypy():
         assert (report["paced"], report["enabled"]) == (False, True)
         return
     assert report["handed_back"] >= 1, report
