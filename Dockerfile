@@ -108,8 +108,8 @@ RUN install-service server pypy3
 #   whose body trickles in holds about 150 KiB of heap, and gunicorn lets a gevent worker
 #   hold 1,000 connections; with 128MB, 900 slow bodies aborted the worker, with 256MB 1,000
 #   and 1,200 of them held (worker RSS 391-405 MiB). Each worker runs its major collections
-#   itself, a step every 10 ms once the heap is at half of it (gc_pacing.py: PyPy ran the
-#   steps back to back, ~190 ms in which every request waited).
+#   itself, a step every 10 ms under it (gc_pacing.py: PyPy ran the steps back to back,
+#   ~190 ms in which every request waited).
 # Measured with scripts/benchmark (README, "Measured").
 # WARMUP_SECONDS: each worker answers requests of its own before it takes a connection
 # (warmup.py): a cold PyPy worker serves a seventh of a warm one.
