@@ -15,13 +15,15 @@ the heap (what the collector counts: its arenas and large objects, as reported a
 minor collection) has reached the start point, it runs one step per wake until that
 collection is done. Requests run between the steps. The start point follows the heap a
 collection leaves, as PyPy's own does (PYPY_GC_MAJOR_COLLECT's 1.82 times it), between a
-quarter and 7/8 of PYPY_GC_MAX; half of it before the first collection.
+quarter and 3/4 of PYPY_GC_MAX; half of it before the first collection.
 
 The heap stays bounded as before: past HARD (checked after every minor collection, whether
 or not the pacer gets its turn) or on a MemoryError, PyPy's own collector is switched back on
 (back to back, then PYPY_GC_MAX's MemoryError and abort) until the heap is back under the
 start point with no collection under way. Without PYPY_GC_MAX (the image sets it) nothing
-changes: the start point is a share of it. Hooks already set on gc.hooks keep being called.
+changes: the start point is a share of it. Hooks already set on gc.hooks keep being called;
+hooks set after start() would replace the pacer's (nothing here sets any). Should a step ever
+raise (a chained hook runs inside it), the pacer ends and PyPy's own collector takes over.
 """
 
 from __future__ import annotations
@@ -34,7 +36,9 @@ import time
 STEP_EVERY = 0.01  # seconds: tens of requests run between two steps (~40 at 4,000 a second)
 IDLE_POLL = 0.1  # seconds between two looks at the heap while no collection is due
 GROWTH = 1.82  # the next collection starts at this times the heap the last one left (PyPy's)
-FIRST_SHARE, LOW_SHARE, HIGH_SHARE = 1 / 2, 1 / 4, 7 / 8  # of PYPY_GC_MAX: the start point
+# Of PYPY_GC_MAX: the start point's bounds. Its highest leaves room under HARD for what one
+# minor collection can add (up to a nursery, 64MB in the image) before the pacer's next look.
+FIRST_SHARE, LOW_SHARE, HIGH_SHARE = 1 / 2, 1 / 4, 3 / 4
 HARD_SHARE = 15 / 16  # of PYPY_GC_MAX: past this, PyPy's own collector takes over again
 UNITS = {"k": 2**10, "m": 2**20, "g": 2**30}
 
@@ -48,10 +52,10 @@ def heap_limit(value: str | None) -> int | None:
         value = value[:-1]
     factor = UNITS.get(value[-1].lower())
     try:
-        number = float(value[:-1] if factor else value) * (factor or 1)
-    except ValueError:
+        number = int(float(value[:-1] if factor else value) * (factor or 1))
+    except (ValueError, OverflowError):  # "abc", "nan", "inf"
         return None
-    return int(number) or None
+    return number if number > 0 else None
 
 
 class Pacer:
@@ -105,7 +109,7 @@ class Pacer:
             while True:
                 time.sleep(STEP_EVERY if self.due() else IDLE_POLL)
                 self.tick()
-        finally:  # never leave a process without major collections
+        finally:  # never leave a process without major collections (PyPy's own from here)
             gc.enable()
 
     def tick(self) -> None:
@@ -120,6 +124,8 @@ class Pacer:
         except MemoryError:  # the live heap over PYPY_GC_MAX: PyPy's own handling from here
             self._hand_back()
             return
+        # The last step (USERDEL -> SCANNING, the finalizers) is done only by collect_step: the
+        # step hook, run before it returns, already said SCANNING; this says it is still due.
         self.collecting = not stats.major_is_done
         self.cycles += stats.major_is_done
 
